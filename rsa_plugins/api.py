@@ -1,0 +1,99 @@
+"""`run` / `arun`: RSA on one problem or many, over any engine."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, overload
+
+from ._runner import run_sync
+from .config import RSAConfig
+from .engines.base import Engine
+from .loop import RSA, OnStep
+from .types import Problem, RSAResult, Scorer
+
+ProblemLike = str | Problem | Mapping[str, Any]
+
+
+def as_problem(item: ProblemLike, scorer: Scorer | None = None) -> Problem:
+    """A `Problem` from a string, a mapping with a ``prompt`` key, or a `Problem`."""
+    if isinstance(item, Problem):
+        p = item
+    elif isinstance(item, str):
+        p = Problem(prompt=item)
+    elif isinstance(item, Mapping):
+        if "prompt" not in item:
+            raise ValueError("a problem given as a mapping needs a 'prompt' key")
+        p = Problem(**dict(item))
+    else:
+        raise TypeError(f"a problem must be a str, a mapping or a Problem, not {type(item).__name__}")
+    if scorer is not None and p.scorer is None:
+        p.scorer = scorer
+    return p
+
+
+def make_engine(model: str | Engine | Any, api_base: str | None = None, **options: Any) -> Engine:
+    """An engine for a model string: ``vllm:<path or id>`` runs vLLM in this process,
+    anything else goes through LiteLLM (a `litellm.Router` is accepted too)."""
+    if isinstance(model, Engine):
+        return model
+    if model is None:
+        raise ValueError("model is required: a LiteLLM model string such as 'openai/gpt-4o-mini' "
+                         "or 'hosted_vllm/NAME' (with api_base), or 'vllm:<path>' for in-process vLLM")
+    if type(model).__name__ == "Router":
+        from .engines.litellm import LiteLLMEngine
+
+        group = options.pop("model_group", None) or model.model_list[0]["model_name"]
+        return LiteLLMEngine(group, router=model, **options)
+    if isinstance(model, str) and model.startswith("vllm:"):
+        from .engines.vllm import VLLMEngine
+
+        return VLLMEngine(model.removeprefix("vllm:"), **options)
+    from .engines.litellm import LiteLLMEngine
+
+    return LiteLLMEngine(model, api_base=api_base, **options)
+
+
+@overload
+async def arun(problem_or_problems: ProblemLike, model: Any = ..., api_base: str | None = ...,
+               population: int = ..., aggregation_size: int = ..., steps: int = ...,
+               selection: str = ..., seed: int = ..., **options: Any) -> RSAResult: ...
+@overload
+async def arun(problem_or_problems: Sequence[ProblemLike], model: Any = ...,
+               api_base: str | None = ..., population: int = ..., aggregation_size: int = ...,
+               steps: int = ..., selection: str = ..., seed: int = ...,
+               **options: Any) -> list[RSAResult]: ...
+
+
+async def arun(problem_or_problems: ProblemLike | Sequence[ProblemLike], model: Any = None,
+               api_base: str | None = None, population: int = 16, aggregation_size: int = 4,
+               steps: int = 10, selection: str = "majority", seed: int = 0, *,
+               trace: str | Path | None = None, resume: bool = True,
+               progress: bool | None = None, on_step: OnStep | None = None,
+               scorer: Scorer | None = None, **options: Any) -> RSAResult | list[RSAResult]:
+    """Run RSA; one result for a single problem, a list for a list.
+
+    `options` holds `RSAConfig` fields (temperature, max_tokens, view, kind, lockstep,
+    concurrency, ...) and engine options (api_key, timeout, max_retries, use_n, ...).
+    """
+    config, engine_options = RSAConfig.from_options(
+        population=population, aggregation_size=aggregation_size, steps=steps,
+        selection=selection, seed=seed, **options)
+    single = isinstance(problem_or_problems, (str, Problem, Mapping))
+    items = [problem_or_problems] if single else list(problem_or_problems)  # type: ignore[list-item]
+    problems = [as_problem(x, scorer) for x in items]
+    if not isinstance(model, Engine):
+        engine_options.setdefault("concurrency", config.concurrency)
+    engine = make_engine(model, api_base, **engine_options)
+    results = await RSA(engine, config, trace=trace, resume=resume, progress=progress,
+                        on_step=on_step).run(problems)
+    return results[0] if single else results
+
+
+def run(problem_or_problems: ProblemLike | Sequence[ProblemLike], model: Any = None,
+        api_base: str | None = None, population: int = 16, aggregation_size: int = 4,
+        steps: int = 10, selection: str = "majority", seed: int = 0,
+        **options: Any) -> RSAResult | list[RSAResult]:
+    """Synchronous `arun` (runs on a background event loop, so it also works in notebooks)."""
+    return run_sync(arun(problem_or_problems, model, api_base, population, aggregation_size,
+                         steps, selection, seed, **options))

@@ -1,0 +1,124 @@
+"""RSAConfig: every knob of one RSA run, validated at construction."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+SELECTIONS = ("majority", "random")
+VIEWS = ("full", "answer", "tail")
+KINDS = ("auto", "math", "multiple_choice", "code", "reasoning_gym", "general")
+
+
+class ConfigError(ValueError):
+    """A parameter is outside its allowed range; the message names the parameter."""
+
+
+def _int(name: str, value: Any, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        elif isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            value = int(value)
+        else:
+            raise ConfigError(f"{name} must be an integer, got {value!r}")
+    if value < low or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"between {low} and {high}"
+        raise ConfigError(f"{name} must be {bound}, got {value}")
+    return value
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class RSAConfig:
+    """Parameters of Recursive Self-Aggregation (paper semantics).
+
+    population (N): candidates per step.  aggregation_size (K): distinct candidates shown to
+    each aggregation call, 1 <= K <= N (K=1 is self-refinement).  steps (T): population states
+    including the first, so T=1 is plain parallel sampling and T=10 has 9 aggregation rounds.
+    """
+
+    population: int = 16
+    aggregation_size: int = 4
+    steps: int = 10
+    selection: str = "majority"
+    seed: int = 0
+    temperature: float = 1.0
+    top_p: float | None = None
+    max_tokens: int | None = 8192
+    view: str = "full"
+    tail_tokens: int = 4096
+    include_reasoning: bool = False
+    kind: str = "auto"
+    template: str | None = None
+    concurrency: int = 64
+    lockstep: bool = False
+    sampling: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
+        set_("population", _int("population", self.population, 1))
+        set_("aggregation_size", _int("aggregation_size", self.aggregation_size, 1))
+        if self.aggregation_size > self.population:
+            raise ConfigError(
+                f"aggregation_size must be between 1 and population ({self.population}), "
+                f"got {self.aggregation_size}"
+            )
+        set_("steps", _int("steps", self.steps, 1))
+        set_("seed", _int("seed", self.seed, 0))
+        _choice("selection", self.selection, SELECTIONS)
+        _choice("view", self.view, VIEWS)
+        _choice("kind", self.kind, KINDS)
+        set_("tail_tokens", _int("tail_tokens", self.tail_tokens, 1))
+        set_("concurrency", _int("concurrency", self.concurrency, 1))
+        if self.max_tokens is not None:
+            set_("max_tokens", _int("max_tokens", self.max_tokens, 1))
+        try:
+            temperature = float(self.temperature)
+        except (TypeError, ValueError):
+            raise ConfigError(f"temperature must be a number >= 0, got {self.temperature!r}") from None
+        if not temperature >= 0:
+            raise ConfigError(f"temperature must be >= 0, got {self.temperature}")
+        set_("temperature", temperature)
+        if self.top_p is not None and not 0 < float(self.top_p) <= 1:
+            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.template is not None:
+            for slot in ("{problem}", "{candidates}"):
+                if slot not in self.template:
+                    raise ConfigError(f"template must contain the placeholder {slot}")
+
+    @property
+    def generations_per_problem(self) -> int:
+        """N x T: the number of generations one problem costs."""
+        return self.population * self.steps
+
+    def replace(self, **changes: Any) -> RSAConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def fingerprint(self) -> str:
+        """Hash of the fields that change which generations a run makes (for resume)."""
+        keys = ("population", "aggregation_size", "steps", "seed", "temperature", "top_p",
+                "max_tokens", "view", "tail_tokens", "include_reasoning", "kind", "template",
+                "sampling")
+        blob = json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_options(cls, **options: Any) -> tuple[RSAConfig, dict[str, Any]]:
+        """Split keyword options into RSAConfig fields and the rest."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        mine = {k: v for k, v in options.items() if k in names}
+        rest = {k: v for k, v in options.items() if k not in names}
+        return cls(**mine), rest

@@ -1,0 +1,43 @@
+"""The one interface every source of generations implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+from ..prompts import Tokenizer
+from ..types import Completion, Request
+
+
+class Engine(ABC):
+    """Turns requests into completions.
+
+    `generate` returns, for each request, a list of `request.n` completions.  A call that fails
+    for good is returned as a `Completion` with `error` set, never raised, so one failure does
+    not sink a population.  Engines that batch a whole step into one call (offline vLLM) set
+    `prefers_lockstep`; engines that can return several samples per request set `supports_n`.
+    """
+
+    name: str = "engine"
+    supports_n: bool = False
+    prefers_lockstep: bool = False
+    #: context length in tokens, when known: the loop then fits aggregation prompts into it
+    max_model_len: int | None = None
+    tokenizer: Tokenizer | None = None
+
+    @abstractmethod
+    async def generate(self, requests: Sequence[Request]) -> list[list[Completion]]:
+        """Completions for every request, in order."""
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in `text` (the engine's tokenizer, else about 4 characters a token)."""
+        if self.tokenizer is not None:
+            return len(self.tokenizer.encode(text))
+        return len(text) // 4 + 1
+
+    def describe(self) -> dict[str, object]:
+        """What goes into traces and framework logs about this engine (never secrets)."""
+        return {"engine": self.name}
+
+    async def aclose(self) -> None:
+        """Release clients and connections."""

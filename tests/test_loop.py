@@ -1,0 +1,324 @@
+"""Fidelity of the RSA loop to the paper's semantics, on a scripted model."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import math
+from collections import Counter, defaultdict
+
+import pytest
+
+from fakes import ScriptedEngine, candidates_in, is_aggregation
+from rsa_plugins import RSA, ConfigError, Problem, RSAConfig
+from rsa_plugins.loop import derive_seed, draw_subsets
+from rsa_plugins.trace import load
+
+PROBLEMS = [Problem(f"Compute item {i}. Put the answer in \\boxed{{}}.", id=f"p{i}", target="42")
+            for i in range(3)]
+
+
+def run(engine, problems=PROBLEMS, **cfg):
+    trace = cfg.pop("trace", None)
+    return asyncio.run(RSA(engine, RSAConfig(**cfg), trace=trace, progress=False).run(problems))
+
+
+def requests_by_problem(engine):
+    out = defaultdict(list)
+    for r in engine.requests:
+        out[r.problem.id].append(r)
+    return out
+
+
+@pytest.mark.parametrize("lockstep", [False, True])
+@pytest.mark.parametrize("supports_n", [False, True])
+def test_exactly_n_times_t_generations_per_problem(lockstep, supports_n):
+    eng = ScriptedEngine(supports_n=supports_n)
+    results = run(eng, population=5, aggregation_size=3, steps=4, lockstep=lockstep)
+    per = requests_by_problem(eng)
+    for p, res in zip(PROBLEMS, results):
+        assert sum(r.n for r in per[p.id]) == 5 * 4
+        assert [m["population"] for m in res.steps] == [5, 5, 5, 5]
+        assert res.usage.calls == 20
+    if supports_n:  # the first step is one request with n=N per problem
+        firsts = [r for r in eng.requests if r.step == 1]
+        assert len(firsts) == len(PROBLEMS) and all(r.n == 5 for r in firsts)
+
+
+def test_aggregation_prompts_hold_k_distinct_members_of_previous_population():
+    eng = ScriptedEngine()
+    results = run(eng, population=6, aggregation_size=3, steps=3, trace=None)
+    assert results
+    # rebuild every problem's populations from the requests' parents
+    for pid, reqs in requests_by_problem(eng).items():
+        for r in reqs:
+            text = r.messages[-1]["content"]
+            if r.step == 1:
+                assert not is_aggregation(text) and r.parents == []
+                continue
+            assert len(r.parents) == 3
+            assert len({c.slot for c in r.parents}) == 3, "members of a subset must be distinct"
+            assert all(c.step == r.step - 1 for c in r.parents), "parents come from the previous step"
+            assert candidates_in(text) == [c.text.strip() for c in r.parents]
+            assert pid in text or r.problem.id == pid
+            assert r.problem.prompt in text
+
+
+def test_each_parent_is_a_member_of_that_problems_previous_population(tmp_path):
+    trace = tmp_path / "t.jsonl"
+    run(ScriptedEngine(), population=4, aggregation_size=2, steps=3, trace=trace)
+    gens = [e for e in load(trace) if e["event"] == "generation"]
+    pop = defaultdict(dict)
+    for g in gens:
+        pop[(g["problem"], g["step"])][g["slot"]] = g
+    for g in gens:
+        assert len(pop[(g["problem"], g["step"])]) == 4
+        if g["step"] > 1:
+            prev = pop[(g["problem"], g["step"] - 1)]
+            assert set(g["parents"]) <= set(prev) and len(set(g["parents"])) == 2
+
+
+def test_populations_are_replaced_not_merged():
+    results = run(ScriptedEngine(), population=4, aggregation_size=2, steps=3)
+    for res in results:
+        assert len(res.population) == 4
+        assert {c.step for c in res.population} == {3}
+        assert sorted(c.slot for c in res.population) == [0, 1, 2, 3]
+
+
+def test_t1_is_plain_parallel_sampling():
+    eng = ScriptedEngine()
+    results = run(eng, population=8, aggregation_size=4, steps=1)
+    assert len(eng.requests) == 8 * len(PROBLEMS)
+    assert not any(is_aggregation(r.messages[-1]["content"]) for r in eng.requests)
+    assert all(len(r.population) == 8 and len(r.steps) == 1 for r in results)
+
+
+def test_k1_uses_refine_wording():
+    eng = ScriptedEngine()
+    run(eng, population=3, aggregation_size=1, steps=2)
+    aggs = [r.messages[-1]["content"] for r in eng.requests if r.step == 2]
+    assert aggs and all("---- Candidate ----" in t and "Solution 1" not in t for t in aggs)
+    assert all("Refine" in t or "refine" in t for t in aggs)
+    eng2 = ScriptedEngine()
+    run(eng2, population=3, aggregation_size=2, steps=2)
+    assert all("---- Solution 2 ----" in r.messages[-1]["content"]
+               for r in eng2.requests if r.step == 2)
+
+
+def test_subset_draws_are_uniform():
+    n, k, draws = 6, 3, 12000
+    subsets = draw_subsets(seed=7, problem_id="x", step=2, population=n, size=k, count=draws)
+    assert all(len(set(s)) == k for s in subsets)
+    counts = Counter(frozenset(s) for s in subsets)
+    cells = list(itertools.combinations(range(n), k))
+    assert len(counts) == len(cells) == 20
+    expected = draws / len(cells)
+    chi2 = sum((counts[frozenset(c)] - expected) ** 2 / expected for c in cells)
+    # chi-square, 19 degrees of freedom: P(X > 43.82) = 0.001
+    assert chi2 < 43.82, chi2
+    members = Counter(i for s in subsets for i in s)
+    exp_m = draws * k / n
+    chi2_m = sum((members[i] - exp_m) ** 2 / exp_m for i in range(n))
+    assert chi2_m < 20.52, chi2_m  # 5 degrees of freedom, p = 0.001
+    # subsets of one step are independent draws, so some overlap (not a partition)
+    assert len({frozenset(s) for s in subsets[:6]}) <= 6
+
+
+def test_same_seed_same_subsets_and_seeds_whatever_the_completion_order(tmp_path):
+    def lineage(delay, path, salt):
+        eng = ScriptedEngine(delay=delay)
+        eng._salt = salt
+        run(eng, population=5, aggregation_size=3, steps=3, seed=11, trace=path)
+        recs = {(g["problem"], g["step"], g["slot"]): (tuple(g["parents"]), g["seed"], g["text"])
+                for g in load(path) if g["event"] == "generation"}
+        return recs, [g for g in load(path) if g["event"] == "generation"]
+
+    a, order_a = lineage(0.0, tmp_path / "a.jsonl", 0)
+    b, order_b = lineage(0.02, tmp_path / "b.jsonl", 1)
+    assert a == b
+    keys = lambda gens: [(g["problem"], g["step"], g["slot"]) for g in gens]  # noqa: E731
+    assert keys(order_a) != keys(order_b), "the delays should have changed completion order"
+    seeds = [v[1] for v in a.values()]
+    assert len(set(seeds)) == len(seeds), "every request gets its own sampling seed"
+    c, _ = lineage(0.0, tmp_path / "c.jsonl", 0)
+    assert c == a
+    other = ScriptedEngine()
+    run(other, population=5, aggregation_size=3, steps=3, seed=12)
+    assert {r.seed for r in other.requests} != {v[1] for v in a.values()}
+
+
+def test_lockstep_sends_one_batch_per_step():
+    eng = ScriptedEngine()
+    run(eng, population=4, aggregation_size=2, steps=3, lockstep=True)
+    assert eng.batches == [4 * len(PROBLEMS)] * 3
+
+
+def test_barrier_free_lets_a_fast_problem_run_ahead():
+    class Uneven(ScriptedEngine):
+        async def _one(self, req):
+            if req.problem.id == "slow":
+                await asyncio.sleep(0.3)
+            self.log.append((req.problem.id, req.step))
+            return await super()._one(req)
+
+    eng = Uneven()
+    eng.log = []
+    problems = [Problem("slow one \\boxed{}", id="slow"), Problem("fast one \\boxed{}", id="fast")]
+    asyncio.run(RSA(eng, RSAConfig(population=2, aggregation_size=2, steps=3),
+                    progress=False).run(problems))
+    first_slow = eng.log.index(("slow", 1))
+    assert ("fast", 3) in eng.log[:first_slow], "fast problem must finish all steps meanwhile"
+    eng2 = Uneven()
+    eng2.log = []
+    asyncio.run(RSA(eng2, RSAConfig(population=2, aggregation_size=2, steps=3, lockstep=True),
+                    progress=False).run(problems))
+    assert eng2.log.index(("fast", 2)) > eng2.log.index(("slow", 1))
+
+
+def test_failed_generations_are_counted_and_survivors_aggregated():
+    eng = ScriptedEngine(fail_every=4)
+    results = run(eng, population=6, aggregation_size=3, steps=3)
+    total_failed = sum(m["failed"] for r in results for m in r.steps)
+    assert total_failed == eng.calls // 4
+    for r in results:
+        assert not r.failed and r.answer is not None
+        for m in r.steps:
+            assert m["population"] + m["failed"] == 6
+    for req in eng.requests:
+        assert all(p.completion.ok for p in req.parents), "failed members are never parents"
+
+
+def test_problem_whose_whole_population_failed_is_reported_failed():
+    eng = ScriptedEngine(fail_every=1)
+    (res,) = run(eng, problems=[Problem("x \\boxed{}", target="1")], population=3,
+                 aggregation_size=2, steps=3)
+    assert res.failed and res.answer is None and res.correct is None
+    assert res.steps[0]["failed"] == 3 and len(res.steps) == 1
+
+
+def test_majority_and_random_selection():
+    eng = ScriptedEngine(answers=("5", "5", "5", "9"))
+    (maj,) = run(eng, problems=[Problem("q \\boxed{}", target="5")], population=8,
+                 aggregation_size=2, steps=1)
+    counts = Counter(c.answer for c in maj.population)
+    assert maj.answer == counts.most_common(1)[0][0]
+    assert maj.votes == dict(counts)
+    r1 = run(ScriptedEngine(), population=8, aggregation_size=2, steps=1, selection="random", seed=3)
+    r2 = run(ScriptedEngine(), population=8, aggregation_size=2, steps=1, selection="random", seed=3)
+    assert [r.chosen for r in r1] == [r.chosen for r in r2]
+    picks = {r.chosen for s in range(12)
+             for r in run(ScriptedEngine(), population=8, aggregation_size=2, steps=1,
+                          selection="random", seed=s)}
+    assert len(picks) > 2, "random selection should pick different members across seeds"
+
+
+def test_metrics_match_a_hand_computation():
+    (res,) = run(ScriptedEngine(), problems=[Problem("m \\boxed{}", target="42")],
+                 population=8, aggregation_size=3, steps=2)
+    for m in res.steps:
+        assert set(m) >= {"mean_accuracy", "pass_at_n", "majority_accuracy", "distinct_answers",
+                          "answer_entropy", "majority_share", "prompt_tokens", "completion_tokens",
+                          "truncated", "failed"}
+    final = res.population
+    answers = [c.answer for c in final]
+    assert res.steps[-1]["mean_accuracy"] == sum(a == "42" for a in answers) / 8
+    assert res.steps[-1]["pass_at_n"] == float("42" in answers)
+    top = Counter(answers).most_common()
+    assert res.steps[-1]["majority_share"] == top[0][1] / 8
+    assert res.steps[-1]["distinct_answers"] == len(top)
+    ent = -sum(c / 8 * math.log(c / 8) for _, c in top)
+    assert abs(res.steps[-1]["answer_entropy"] - ent) < 1e-6
+    assert res.steps[-1]["completion_tokens"] == sum(c.completion.completion_tokens for c in final)
+
+
+def test_no_accuracy_keys_without_target():
+    (res,) = run(ScriptedEngine(), problems=[Problem("m \\boxed{}")], population=3,
+                 aggregation_size=2, steps=2)
+    assert "mean_accuracy" not in res.steps[0] and res.correct is None
+
+
+@pytest.mark.parametrize("kwargs, word", [
+    (dict(population=2, aggregation_size=3), "aggregation_size"),
+    (dict(population=0), "population"),
+    (dict(steps=0), "steps"),
+    (dict(aggregation_size=0), "aggregation_size"),
+    (dict(selection="best"), "selection"),
+    (dict(view="summary"), "view"),
+    (dict(kind="poetry"), "kind"),
+    (dict(temperature=-0.1), "temperature"),
+    (dict(max_tokens=0), "max_tokens"),
+    (dict(population="many"), "population"),
+    (dict(template="no placeholders"), "template"),
+])
+def test_bad_config_names_the_parameter(kwargs, word):
+    with pytest.raises(ConfigError, match=word):
+        RSAConfig(**kwargs)
+
+
+def test_config_coerces_integral_values():
+    cfg = RSAConfig(population="8", aggregation_size=2.0, steps=3)
+    assert (cfg.population, cfg.aggregation_size) == (8, 2)
+
+
+def test_resume_after_a_kill_repeats_nothing_and_matches(tmp_path):
+    full = tmp_path / "full.jsonl"
+    base = run(ScriptedEngine(), population=4, aggregation_size=2, steps=4, seed=5, trace=full)
+    lines = full.read_text().splitlines(keepends=True)
+    # keep everything up to the second step of p1, then half of one more line (a torn write)
+    cut = max(i for i, ln in enumerate(lines)
+              if json.loads(ln).get("event") == "step" and json.loads(ln)["problem"] == "p1"
+              and json.loads(ln)["step"] == 2)
+    part = tmp_path / "part.jsonl"
+    part.write_text("".join(lines[: cut + 1]) + lines[cut + 1][:25])
+    eng = ScriptedEngine()
+    resumed = run(eng, population=4, aggregation_size=2, steps=4, seed=5, trace=part)
+    assert [r.answer for r in resumed] == [r.answer for r in base]
+    assert [[c.text for c in r.population] for r in resumed] == \
+        [[c.text for c in r.population] for r in base]
+    assert not any(r.problem.id == "p1" and r.step <= 2 for r in eng.requests), \
+        "finished steps must not run again"
+    events = load(part)
+    gens = Counter((e["problem"], e["step"], e["slot"]) for e in events if e["event"] == "generation")
+    assert set(gens.values()) == {1}, "no generation is written twice"
+    steps = Counter((e["problem"], e["step"]) for e in events if e["event"] == "step")
+    assert set(steps.values()) == {1} and len(steps) == 3 * 4
+
+
+def test_resume_refuses_a_trace_of_another_config(tmp_path):
+    path = tmp_path / "t.jsonl"
+    run(ScriptedEngine(), population=3, aggregation_size=2, steps=2, trace=path)
+    with pytest.raises(ValueError, match="different RSA configuration"):
+        run(ScriptedEngine(), population=4, aggregation_size=2, steps=2, trace=path)
+
+
+def test_prompts_are_fitted_to_the_context():
+    class Small(ScriptedEngine):
+        max_model_len = 600
+
+    long_answers = ("x " * 900 + "\\boxed{42}",)
+    eng = Small(answers=long_answers)
+    (res,) = run(eng, problems=[Problem("long \\boxed{}")], population=3, aggregation_size=3,
+                 steps=2, max_tokens=200)
+    aggs = [r for r in eng.requests if r.step == 2]
+    assert aggs and res.steps[1]["fitted_prompts"] == 3
+    for r in aggs:
+        used = eng.count_tokens(r.messages[-1]["content"]) + 32
+        assert used + r.max_tokens <= 600
+        assert "earlier part omitted" in r.messages[-1]["content"]
+
+
+def test_prompt_that_cannot_fit_fails_clearly_without_a_request():
+    class Tiny(ScriptedEngine):
+        max_model_len = 40
+
+    eng = Tiny()
+    (res,) = run(eng, problems=[Problem("word " * 200)], population=2, aggregation_size=1, steps=2)
+    assert eng.requests == [] and res.failed
+    assert res.steps[0]["failed"] == 2
+
+
+def test_request_seed_is_a_pure_function():
+    assert derive_seed(1, "p", 2, 3) == derive_seed(1, "p", 2, 3)
+    assert derive_seed(1, "p", 2, 3) != derive_seed(1, "p", 2, 4)
