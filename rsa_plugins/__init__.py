@@ -8,10 +8,6 @@
 
 __version__ = "0.1.0"
 
-import os as _os
-
-# LiteLLM otherwise fetches its price map from the internet at import time
-_os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from ._runner import aclose
 from .answers import equivalent, extract, vote

@@ -61,7 +61,7 @@ def is_retryable(exc: BaseException) -> bool:
     if isinstance(exc, transient):
         return True
     status = _status(exc)
-    if status is not None:
+    if status is not None and status >= 400:
         return status in RETRYABLE_STATUS
     # malformed bodies and other unclassified API errors: worth another try
     return isinstance(exc, (litellm.APIError, ValueError))
