@@ -165,8 +165,7 @@ class LiteLLMEngine(Engine):
                 async with self._semaphore():
                     response = await self._complete(kwargs)
                 comps = self._parse(response, n)
-                for c in comps:
-                    c.retries = attempt
+                comps[0].retries = attempt  # retries are per request, not per choice
                 return comps
             except asyncio.CancelledError:
                 raise

@@ -123,7 +123,9 @@ class VLLMEngine(Engine):
                                         "temperature": req.temperature, "max_tokens": max_tokens}
             if req.top_p is not None:
                 sampling["top_p"] = req.top_p
-            if self.stop:
+            if self.stop and not self.think_end_token:
+                # with thinking, stops (often "\n\n") would fire inside the thinking: they
+                # are applied to the answer afterwards instead, as lm-eval's vLLM backend does
                 sampling["stop"] = list(self.stop)
             sampling.update(req.extra)
             try:
@@ -155,11 +157,12 @@ class VLLMEngine(Engine):
         comps = []
         for k, o in enumerate(result.outputs):
             text, reasoning = o.text, None
-            if self.think_end_token and self.think_end_token in text:
-                reasoning, _, text = text.rpartition(self.think_end_token)
-                text = text.lstrip()
-                for s in self.stop:  # the task's stops apply to the answer, not the thinking
-                    if s and s in text:
+            if self.think_end_token:
+                if self.think_end_token in text:
+                    reasoning, _, text = text.rpartition(self.think_end_token)
+                    text = text.lstrip()
+                for s in self.stop:
+                    if s:
                         text = text.split(s, 1)[0]
             comps.append(Completion(
                 text=text, reasoning=reasoning, prompt_tokens=prompt_tokens if k == 0 else 0,
