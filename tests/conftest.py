@@ -55,6 +55,8 @@ def smollm2_dir() -> Path:
 def vllm_server(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServer]:
     """vLLM CPU OpenAI server for SmolLM2, shared by the session (``.base_url``, ``.model_name``)."""
     log = tmp_path_factory.mktemp("vllm") / "server.log"
-    with VLLMServer(smollm2_dir, "smollm2", log_path=log) as server:
+    # 50 s on a quiet 2-core machine, ~2 min when other vLLM processes share the cores.
+    timeout = float(os.environ.get("RSA_VLLM_STARTUP_TIMEOUT", "600"))
+    with VLLMServer(smollm2_dir, "smollm2", log_path=log, startup_timeout=timeout) as server:
         print(f"\n[vllm_server] ready in {server.startup_seconds:.1f} s at {server.base_url}")
         yield server

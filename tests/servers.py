@@ -182,12 +182,13 @@ class VLLMServer:
         return self.alive() and http_ok(f"http://127.0.0.1:{self.port}/health")
 
     def log_tail(self, lines: int = 60) -> str:
-        """The last ``lines`` lines of the server log."""
+        """The last ``lines`` lines of the server log (without the start-up route listing)."""
         try:
             text = self.log_path.read_text(errors="replace")
         except OSError as exc:
             return f"<cannot read {self.log_path}: {exc}>"
-        return "\n".join(text.splitlines()[-lines:])
+        kept = [line for line in text.splitlines() if "] Route: " not in line]
+        return "\n".join(kept[-lines:])
 
     def stop(self, grace: float = 20.0) -> None:
         """Stop the process group: SIGTERM, then SIGKILL after ``grace`` seconds. Idempotent."""

@@ -63,8 +63,10 @@ class VLLMEngine(Engine):
                 raise TypeError(f"options {sorted(llm_kwargs)} only apply when VLLMEngine builds "
                                 "the LLM itself (pass a model path, not an LLM)")
             self.llm = model
-            self.model_name = str(getattr(getattr(model, "llm_engine", None), "model_config",
-                                          None) and model.llm_engine.model_config.model)
+            try:
+                self.model_name = str(model.llm_engine.model_config.model)
+            except AttributeError:
+                self.model_name = type(model).__name__
         self.tokenizer = tokenizer if tokenizer is not None else self.llm.get_tokenizer()
         engine_len = _engine_max_len(self.llm)
         self.max_model_len = min(x for x in (max_model_len, engine_len) if x) if (
