@@ -85,8 +85,12 @@ async def arun(problem_or_problems: ProblemLike | Sequence[ProblemLike], model: 
     if not isinstance(model, Engine):
         engine_options.setdefault("concurrency", config.concurrency)
     engine = make_engine(model, api_base, **engine_options)
-    results = await RSA(engine, config, trace=trace, resume=resume, progress=progress,
-                        on_step=on_step).run(problems)
+    try:
+        results = await RSA(engine, config, trace=trace, resume=resume, progress=progress,
+                            on_step=on_step).run(problems)
+    finally:
+        if engine is not model:  # we made it, we close it
+            await engine.aclose()
     return results[0] if single else results
 
 

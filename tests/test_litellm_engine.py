@@ -75,9 +75,18 @@ def test_bad_model_string_is_a_clear_error():
         rsa_plugins.run("q", model=None)
 
 
-def _engine(stub: StubServer, **kw) -> LiteLLMEngine:
+@pytest.fixture(params=["http", "litellm"])
+def transport(request):
+    """Both transports of the engine: direct HTTP and litellm.acompletion."""
+    return request.param
+
+
+def _engine(stub: StubServer, transport: str, **kw) -> LiteLLMEngine:
     kw.setdefault("backoff", 0.01)
-    return LiteLLMEngine("hosted_vllm/stub", api_base=stub.base_url, timeout=10, **kw)
+    eng = LiteLLMEngine("hosted_vllm/stub", api_base=stub.base_url, timeout=10,
+                        transport=transport, **kw)
+    assert eng.describe()["transport"] == transport
+    return eng
 
 
 def _one(engine: LiteLLMEngine, n: int = 1):
@@ -85,49 +94,49 @@ def _one(engine: LiteLLMEngine, n: int = 1):
     return run_sync(engine.generate([req]))[0]
 
 
-def test_retries_429_and_5xx_and_malformed_then_succeeds():
+def test_retries_429_and_5xx_and_malformed_then_succeeds(transport):
     with StubServer(["429:0", "500", "503", "malformed", "empty"]) as stub:
-        (comp,) = _one(_engine(stub))
+        (comp,) = _one(_engine(stub, transport))
         seen = stub.stats()
     assert comp.ok and "42" in comp.text and comp.retries == 5
     assert [s["behaviour"] for s in seen] == ["429:0", "500", "503", "malformed", "empty", "ok"]
 
 
-def test_retry_after_is_respected():
+def test_retry_after_is_respected(transport):
     with StubServer(["429:1"]) as stub:
-        (comp,) = _one(_engine(stub, backoff=0.001))
+        (comp,) = _one(_engine(stub, transport, backoff=0.001))
         seen = stub.stats()
     assert comp.ok and comp.retries == 1
     assert seen[1]["t"] - seen[0]["t"] >= 0.9, "the client must wait as long as Retry-After says"
 
 
-def test_client_errors_are_not_retried_and_become_failed_completions():
+def test_client_errors_are_not_retried_and_become_failed_completions(transport):
     with StubServer(["400"]) as stub:
-        (comp,) = _one(_engine(stub))
+        (comp,) = _one(_engine(stub, transport))
         seen = stub.stats()
     assert not comp.ok and "400" in comp.error and len(seen) == 1
 
 
-def test_gives_up_after_max_retries_without_raising():
+def test_gives_up_after_max_retries_without_raising(transport):
     with StubServer(["500"] * 10) as stub:
-        (comp,) = _one(_engine(stub, max_retries=2))
+        (comp,) = _one(_engine(stub, transport, max_retries=2))
         seen = stub.stats()
     assert not comp.ok and comp.retries == 2 and len(seen) == 3
 
 
-def test_n_choices_split_usage_and_are_topped_up():
+def test_n_choices_split_usage_and_are_topped_up(transport):
     with StubServer() as stub:
-        comps = _one(_engine(stub, use_n=True), n=3)
+        comps = _one(_engine(stub, transport, use_n=True), n=3)
         seen = stub.stats()
     assert len(comps) == 3 and len(seen) == 1 and seen[0]["n"] == 3
     assert sum(c.completion_tokens for c in comps) == 24
     assert sum(c.prompt_tokens for c in comps) == 10
 
 
-def test_concurrency_is_bounded_and_keys_stay_out_of_errors():
+def test_concurrency_is_bounded_and_keys_stay_out_of_errors(transport):
     secret = "sk-test-SECRET-0123456789"
     with StubServer(["401"]) as stub:
-        eng = _engine(stub, api_key=secret, concurrency=2)
+        eng = _engine(stub, transport, api_key=secret, concurrency=2)
         (comp,) = _one(eng)
         seen = stub.stats()
     assert seen[0]["auth"].endswith(secret), "the key is sent to the server"
@@ -135,11 +144,11 @@ def test_concurrency_is_bounded_and_keys_stay_out_of_errors():
     assert secret not in str(eng.describe())
 
 
-def test_rsa_over_the_stub_counts_every_generation():
+def test_rsa_over_the_stub_counts_every_generation(transport):
     with StubServer(["500", "429:0"]) as stub:
         res = rsa_plugins.run([Problem("What is 6*7?", target="42")] * 2, model="hosted_vllm/stub",
                               api_base=stub.base_url, population=3, aggregation_size=2, steps=2,
-                              backoff=0.01, progress=False)
+                              backoff=0.01, transport=transport, progress=False)
         seen = stub.stats()
     ok = [s for s in seen if s["behaviour"] == "ok"]
     assert sum(s["n"] or 1 for s in ok) == 2 * 3 * 2, "N x T generations per problem"

@@ -9,6 +9,7 @@ respected), LiteLLM's cache bypassed (identical calls must give different sample
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 from collections.abc import Sequence
@@ -20,8 +21,22 @@ from .base import Engine
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529}
 
 
+#: providers whose servers speak the plain OpenAI chat-completions protocol at `api_base`
+OPENAI_COMPATIBLE = {"hosted_vllm", "openai", "openai_like", "custom_openai", "lm_studio",
+                     "llamafile", "sglang", "xinference"}
+
+
 class EmptyCompletion(RuntimeError):
     """The server answered with neither content nor reasoning."""
+
+
+class HTTPStatusError(RuntimeError):
+    """A non-2xx answer on the direct HTTP transport."""
+
+    def __init__(self, status_code: int, message: str, headers: Any = None) -> None:
+        super().__init__(f"HTTP {status_code}: {message[:300]}")
+        self.status_code = status_code
+        self.litellm_response_headers = dict(headers or {})
 
 
 def _status(exc: BaseException) -> int | None:
@@ -47,6 +62,15 @@ def _retry_after(exc: BaseException) -> float | None:
         return None
 
 
+def _aiohttp_client_error() -> type[BaseException]:
+    try:
+        import aiohttp
+
+        return aiohttp.ClientError
+    except ImportError:  # pragma: no cover - aiohttp comes with litellm
+        return ConnectionError
+
+
 def is_retryable(exc: BaseException) -> bool:
     """Rate limits, server errors, timeouts, dropped connections and empty answers are retried."""
     import litellm
@@ -57,7 +81,7 @@ def is_retryable(exc: BaseException) -> bool:
         return False
     transient = (litellm.RateLimitError, litellm.InternalServerError, litellm.ServiceUnavailableError,
                  litellm.APIConnectionError, litellm.Timeout, EmptyCompletion, asyncio.TimeoutError,
-                 ConnectionError)
+                 ConnectionError, _aiohttp_client_error())
     if isinstance(exc, transient):
         return True
     status = _status(exc)
@@ -73,6 +97,12 @@ class LiteLLMEngine(Engine):
     `router` may be a `litellm.Router`; `model` is then one of its model group names.
     `use_n` asks for several samples in one request at the first step (default: when LiteLLM
     says the provider accepts `n`).
+
+    `transport`: ``"litellm"`` sends every call through `litellm.acompletion`; ``"http"`` posts
+    straight to an OpenAI-compatible ``api_base`` (LiteLLM still resolves provider, base and
+    key).  ``"auto"`` (default) picks ``"http"`` for OpenAI-compatible providers with an
+    ``api_base`` when no LiteLLM callbacks are registered: LiteLLM costs several milliseconds of
+    CPU per call, which bounds throughput at high concurrency.
     """
 
     name = "litellm"
@@ -81,7 +111,7 @@ class LiteLLMEngine(Engine):
                  concurrency: int = 64, timeout: float = 600.0, max_retries: int = 6,
                  backoff: float = 0.5, max_backoff: float = 30.0, use_n: bool | None = None,
                  router: Any = None, max_model_len: int | None = None,
-                 **completion_kwargs: Any) -> None:
+                 transport: str = "auto", **completion_kwargs: Any) -> None:
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         import litellm
 
@@ -108,6 +138,30 @@ class LiteLLMEngine(Engine):
             use_n = router is None and self._provider_accepts_n()
         self.supports_n = use_n
         self._semaphores: dict[int, asyncio.Semaphore] = {}
+        self._sessions: dict[int, Any] = {}
+        self._http = self._resolve_transport(transport)
+
+    def _resolve_transport(self, transport: str) -> tuple[str, str, str | None] | None:
+        """(url, served model name, key) for the direct transport, or None for LiteLLM."""
+        import litellm
+
+        if transport not in ("auto", "http", "litellm"):
+            raise ValueError(f"transport must be one of auto, http, litellm; got {transport!r}")
+        if transport == "litellm" or self.router is not None:
+            return None
+        try:
+            name, provider, key, base = litellm.get_llm_provider(self.model, api_base=self.api_base)
+        except Exception:  # noqa: BLE001
+            provider, base = "", None
+        usable = provider in OPENAI_COMPATIBLE and bool(base)
+        if transport == "http" and not usable:
+            raise ValueError("transport='http' needs an OpenAI-compatible model with api_base")
+        hooks = any(getattr(litellm, a, None) for a in (
+            "callbacks", "success_callback", "failure_callback", "_async_success_callback",
+            "input_callback"))
+        if not usable or (transport == "auto" and hooks):
+            return None
+        return f"{base.rstrip('/')}/chat/completions", name, self._api_key or key
 
     def _provider_accepts_n(self) -> bool:
         import litellm
@@ -120,7 +174,8 @@ class LiteLLMEngine(Engine):
             return False
 
     def describe(self) -> dict[str, object]:
-        return {"engine": self.name, "model": self.model, "api_base": self.api_base}
+        return {"engine": self.name, "model": self.model, "api_base": self.api_base,
+                "transport": "litellm" if self._http is None else "http"}
 
     def _semaphore(self) -> asyncio.Semaphore:
         loop_id = id(asyncio.get_running_loop())
@@ -181,11 +236,40 @@ class LiteLLMEngine(Engine):
                 await asyncio.sleep(wait)
 
     async def _complete(self, kwargs: dict[str, Any]) -> Any:
+        if self._http is not None:
+            return await self._post(kwargs)
         if self.router is not None:
             return await self.router.acompletion(model=self.model, **kwargs)
         import litellm
 
         return await litellm.acompletion(model=self.model, **kwargs)
+
+    async def _post(self, kwargs: dict[str, Any]) -> Any:
+        """One chat completion over the direct transport; returns LiteLLM's response type."""
+        import aiohttp
+        from litellm import ModelResponse
+
+        url, name, key = self._http  # type: ignore[misc]
+        body = {k: v for k, v in kwargs.items()
+                if k not in ("timeout", "caching", "num_retries", "api_base", "api_key")}
+        body["model"] = name
+        body.update(body.pop("extra_body", None) or {})
+        loop_id = id(asyncio.get_running_loop())
+        session = self._sessions.get(loop_id)
+        if session is None or session.closed:
+            session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.concurrency),
+                timeout=aiohttp.ClientTimeout(total=self.timeout))
+            self._sessions[loop_id] = session
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        async with session.post(url, json=body, headers=headers) as resp:
+            text = await resp.text()
+            if resp.status >= 400:
+                raise HTTPStatusError(resp.status, text, resp.headers)
+        try:
+            return ModelResponse(**json.loads(text))
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise EmptyCompletion(f"malformed response body: {exc}") from None
 
     @staticmethod
     def _parse(response: Any, n: int) -> list[Completion]:
@@ -209,14 +293,11 @@ class LiteLLMEngine(Engine):
         return out
 
     async def aclose(self) -> None:
-        import litellm
-
-        close = getattr(litellm, "close_litellm_async_clients", None)
-        if close is not None:
-            try:
-                await close()
-            except Exception:  # noqa: BLE001 - closing is best effort
-                pass
+        """Close this engine's own HTTP sessions (LiteLLM's shared clients: `rsa_plugins.aclose`)."""
+        for session in self._sessions.values():
+            if not session.closed:
+                await session.close()
+        self._sessions.clear()
 
 
 def redact(text: str, *secrets: str | None) -> str:

@@ -19,6 +19,8 @@ import tracemalloc
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from openai_stub import StubServer  # noqa: E402
@@ -67,7 +69,7 @@ def problems(count: int) -> list[Problem]:
             for i in range(count)]
 
 
-def measure_throughput(n_problems: int = 32, population: int = 8, steps: int = 4,
+def measure_throughput(transport: str, n_problems: int = 32, population: int = 8, steps: int = 4,
                        rounds: int = 3) -> dict[str, float]:
     cfg = RSAConfig(population=population, aggregation_size=4, steps=steps, max_tokens=16,
                     concurrency=CONCURRENCY)
@@ -75,10 +77,11 @@ def measure_throughput(n_problems: int = 32, population: int = 8, steps: int = 4
         rsa_times, raw_times, gens = [], [], 0
         for _ in range(rounds):  # alternate so drift on a noisy machine hits both sides
             eng = Recording("hosted_vllm/stub", api_base=stub.base_url, concurrency=CONCURRENCY,
-                            use_n=False, timeout=30)
+                            use_n=False, timeout=30, transport=transport)
             t0 = time.perf_counter()
             results = run_sync(RSA(eng, cfg, progress=False).run(problems(n_problems)))
             rsa_times.append(time.perf_counter() - t0)
+            run_sync(eng.aclose())
             gens = sum(r.usage.calls - r.usage.failed for r in results)
             t0 = time.perf_counter()
             got = asyncio.run(raw_client(stub.base_url, eng.sent, CONCURRENCY))
@@ -99,19 +102,23 @@ def peak_memory(population: int = 64, steps_list: Sequence[int] = (5, 10, 20)) -
             cfg = RSAConfig(population=population, aggregation_size=4, steps=steps, max_tokens=16,
                             concurrency=CONCURRENCY)
             run_sync(RSA(eng, cfg, progress=False).run(problems(1)))  # warm clients and caches
+            run_sync(eng.aclose())
             gc.collect()
             tracemalloc.start()
             res = run_sync(RSA(eng, cfg, progress=False).run(problems(2)))
             _, peak = tracemalloc.get_traced_memory()
             tracemalloc.stop()
+            run_sync(eng.aclose())
             assert all(len(r.steps) == steps for r in res)
             out[steps] = peak / 2**20
     return out
 
 
-def test_rsa_over_litellm_vs_raw_http():
-    fig = measure_throughput()
-    print("\nRSA/LiteLLM vs raw aiohttp, same requests, concurrency", CONCURRENCY)
+@pytest.mark.parametrize("transport", ["http", "litellm"])
+def test_rsa_over_litellm_vs_raw_http(transport):
+    fig = measure_throughput(transport)
+    print(f"\nRSA over the LiteLLM engine (transport={transport}) vs raw aiohttp, same requests, "
+          f"concurrency {CONCURRENCY}")
     print(json.dumps({k: round(v, 3) for k, v in fig.items()}, indent=1))
     assert fig["generations"] == 32 * 8 * 4
 
@@ -124,5 +131,6 @@ def test_peak_memory_flat_in_steps():
 
 
 if __name__ == "__main__":
-    test_rsa_over_litellm_vs_raw_http()
+    test_rsa_over_litellm_vs_raw_http("http")
+    test_rsa_over_litellm_vs_raw_http("litellm")
     test_peak_memory_flat_in_steps()
