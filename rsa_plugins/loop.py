@@ -122,7 +122,10 @@ class RSA:
             jobs = self._plan(state, t)
             if jobs is None:
                 break
-            await asyncio.gather(*(self._run_jobs(state, t, [j]) for j in jobs))
+            if len(jobs) == 1:
+                await self._run_jobs(state, t, jobs)
+            else:
+                await asyncio.gather(*(self._run_jobs(state, t, [j]) for j in jobs))
             await self._close_step(state, t)
 
     async def _run_lockstep(self, states: list[_State]) -> None:

@@ -183,7 +183,7 @@ def test_data_parallel_is_refused_with_a_pointer_to_tensor_parallel():
     from rsa_plugins.adapters.lm_eval_vllm import RSAVLLM
 
     with pytest.raises(ConfigError, match="tensor_parallel_size"):
-        RSAVLLM(pretrained="/nonexistent", data_parallel_size=2, population=2)
+        RSAVLLM(pretrained="/nonexistent", data_parallel_size=2, population=4, aggregation_size=2)
 
 
 # ------------------------------------------------------------------ outputs and metrics

@@ -184,6 +184,8 @@ class LiteLLMEngine(Engine):
         return self._semaphores[loop_id]
 
     async def generate(self, requests: Sequence[Request]) -> list[list[Completion]]:
+        if len(requests) == 1:  # the barrier-free loop's usual call: no extra task
+            return [await self._request(requests[0])]
         return list(await asyncio.gather(*(self._request(r) for r in requests)))
 
     async def _request(self, req: Request) -> list[Completion]:
@@ -245,9 +247,8 @@ class LiteLLMEngine(Engine):
         return await litellm.acompletion(model=self.model, **kwargs)
 
     async def _post(self, kwargs: dict[str, Any]) -> Any:
-        """One chat completion over the direct transport; returns LiteLLM's response type."""
+        """One chat completion over the direct transport; returns the decoded JSON body."""
         import aiohttp
-        from litellm import ModelResponse
 
         url, name, key = self._http  # type: ignore[misc]
         body = {k: v for k, v in kwargs.items()
@@ -267,29 +268,34 @@ class LiteLLMEngine(Engine):
             if resp.status >= 400:
                 raise HTTPStatusError(resp.status, text, resp.headers)
         try:
-            return ModelResponse(**json.loads(text))
-        except (json.JSONDecodeError, TypeError) as exc:
+            body = json.loads(text)
+        except json.JSONDecodeError as exc:
             raise EmptyCompletion(f"malformed response body: {exc}") from None
+        if not isinstance(body, dict):
+            raise EmptyCompletion("malformed response body: not a JSON object")
+        return body
 
     @staticmethod
     def _parse(response: Any, n: int) -> list[Completion]:
-        choices = list(getattr(response, "choices", None) or [])
+        """Completions from a LiteLLM response object or a decoded chat-completions body."""
+        choices = list(_field(response, "choices") or [])
         if not choices:
             raise EmptyCompletion("response has no choices")
-        usage = getattr(response, "usage", None)
-        prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
-        completion = int(getattr(usage, "completion_tokens", 0) or 0)
+        usage = _field(response, "usage")
+        prompt = int(_field(usage, "prompt_tokens") or 0)
+        completion = int(_field(usage, "completion_tokens") or 0)
         out = []
         for i, ch in enumerate(choices):
-            msg = ch.message
-            text = msg.content if isinstance(msg.content, str) else ""
-            reasoning = getattr(msg, "reasoning_content", None) or None
+            msg = _field(ch, "message")
+            content = _field(msg, "content")
+            text = content if isinstance(content, str) else ""
+            reasoning = _field(msg, "reasoning_content") or _field(msg, "reasoning") or None
             if not text.strip() and not reasoning:
                 raise EmptyCompletion("the model returned an empty completion")
             share = completion // len(choices) + (1 if i < completion % len(choices) else 0)
             out.append(Completion(text=text, reasoning=reasoning,
                                   prompt_tokens=prompt if i == 0 else 0, completion_tokens=share,
-                                  finish_reason=getattr(ch, "finish_reason", None)))
+                                  finish_reason=_field(ch, "finish_reason")))
         return out
 
     async def aclose(self) -> None:
@@ -298,6 +304,15 @@ class LiteLLMEngine(Engine):
             if not session.closed:
                 await session.close()
         self._sessions.clear()
+
+
+def _field(obj: Any, name: str) -> Any:
+    """`obj[name]` for dicts, `obj.name` for objects, None when absent."""
+    if obj is None:
+        return None
+    if isinstance(obj, dict):
+        return obj.get(name)
+    return getattr(obj, name, None)
 
 
 def redact(text: str, *secrets: str | None) -> str:

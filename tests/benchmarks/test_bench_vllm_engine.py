@@ -1,0 +1,122 @@
+"""Benchmark: RSA in lockstep over the in-process vLLM engine vs. raw ``LLM.generate`` per step.
+
+One vLLM CPU engine (SmolLM2-135M) runs RSA on a few reasoning-gym problems; every
+``LLM.generate`` call is recorded (token prompts, sampling, generated lengths).  The recorded
+steps are then replayed with raw ``LLM.generate`` calls on the same prompts, forced to the same
+lengths (``min_tokens = max_tokens = length``, ``ignore_eos``).  The ratio RSA wall time / raw
+wall time is the orchestration overhead (goal <= 1.05x); the share of RSA's wall time spent
+outside ``generate`` is printed too.  Only behaviour is asserted (one call per step, the same
+token counts on both sides), never timings.
+
+    pytest tests/benchmarks/test_bench_vllm_engine.py -s      # or run this file with python
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+PROBLEMS, N, K, T, MAX_TOKENS = 4, 4, 2, 3, 64
+
+
+def bench(model_dir: str) -> dict:
+    from rsa_plugins.models import cpu_env
+
+    os.environ.update(cpu_env())
+    from vllm import LLM, SamplingParams, TokensPrompt
+
+    import rsa_plugins
+    from rsa_plugins.engines.vllm import VLLMEngine
+    from rsa_plugins.tasks import reasoning_gym_problems
+
+    # no prefix caching: a replay would otherwise find every prompt already cached
+    llm = LLM(model=model_dir, dtype="bfloat16", max_model_len=2048, enforce_eager=True,
+              max_num_batched_tokens=16384, enable_prefix_caching=False, seed=0)
+    real_generate = llm.generate
+    recorded: list[list[tuple[list[int], int, float, int]]] = []  # per call: (ids, seed, temp, len)
+
+    def recording_generate(prompts, sampling_params=None, **kw):
+        outs = real_generate(prompts, sampling_params=sampling_params, **kw)
+        call = []
+        for p, sp, o in zip(prompts, sampling_params, outs):
+            for k, c in enumerate(o.outputs):
+                call.append((list(p["prompt_token_ids"]), (sp.seed or 0) + k, sp.temperature,
+                             len(c.token_ids)))
+        recorded.append(call)
+        return outs
+
+    llm.generate = recording_generate  # type: ignore[method-assign]
+    problems = reasoning_gym_problems("basic_arithmetic", limit=PROBLEMS, seed=7)
+    real_generate(["warm up"], SamplingParams(max_tokens=16), use_tqdm=False)
+
+    def rsa_round() -> tuple[float, float, VLLMEngine, list, list]:
+        recorded.clear()
+        engine = VLLMEngine(llm)
+        started = time.perf_counter()
+        results = rsa_plugins.run(problems, model=engine, population=N, aggregation_size=K,
+                                  steps=T, max_tokens=MAX_TOKENS, progress=False)
+        return time.perf_counter() - started, engine.generate_seconds, engine, results, list(recorded)
+
+    def raw_round(calls: list) -> tuple[float, int]:
+        wall, tokens = 0.0, 0
+        for call in calls:
+            prompts = [TokensPrompt(prompt_token_ids=ids) for ids, *_ in call]
+            params = [SamplingParams(n=1, seed=seed, temperature=temp, max_tokens=max(1, n_tok),
+                                     min_tokens=max(1, n_tok), ignore_eos=True)
+                      for _, seed, temp, n_tok in call]
+            t0 = time.perf_counter()
+            outs = real_generate(prompts, sampling_params=params, use_tqdm=False)
+            wall += time.perf_counter() - t0
+            tokens += sum(len(o.outputs[0].token_ids) for o in outs)
+        return wall, tokens
+
+    # two rounds, interleaved, best of each (the machine is shared and noisy)
+    rsa_walls, insides, raw_walls = [], [], []
+    for _ in range(2):
+        rsa_wall, inside, engine, results, calls = rsa_round()
+        raw_wall, raw_tokens = raw_round(calls)
+        rsa_walls.append(rsa_wall)
+        insides.append(inside)
+        raw_walls.append(raw_wall)
+    best = min(range(2), key=lambda i: rsa_walls[i])
+    return {
+        "problems": PROBLEMS, "population": N, "aggregation_size": K, "steps": T,
+        "generate_calls": engine.calls, "recorded_calls": len(calls),
+        "generations_per_call": [len(c) for c in calls],
+        "rsa_tokens": sum(max(1, x[3]) for c in calls for x in c),  # the replay makes >= 1
+        "raw_tokens": raw_tokens,
+        "rsa_populations": [len(r.population) for r in results],
+        "rsa_wall_s": [round(x, 3) for x in rsa_walls],
+        "rsa_inside_generate_s": [round(x, 3) for x in insides],
+        "raw_wall_s": [round(x, 3) for x in raw_walls],
+        "ratio_rsa_over_raw": round(min(rsa_walls) / min(raw_walls), 4),
+        "outside_generate_share": round((rsa_walls[best] - insides[best]) / rsa_walls[best], 4),
+    }
+
+
+@pytest.mark.real
+@pytest.mark.benchmark
+def test_vllm_engine_overhead(smollm2_dir):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    out = subprocess.run([sys.executable, __file__, str(smollm2_dir)], env=env,
+                         capture_output=True, text=True, timeout=1500)
+    assert out.returncode == 0, out.stderr[-3000:]
+    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    print("\nvLLM engine overhead:", json.dumps(figures, indent=1))
+    print(f"RSA / raw LLM.generate wall time: {figures['ratio_rsa_over_raw']:.3f}x "
+          f"(goal <= 1.05x); outside generate: {100 * figures['outside_generate_share']:.1f}%")
+    assert figures["generate_calls"] == figures["recorded_calls"] == T  # one call per step
+    assert figures["generations_per_call"] == [PROBLEMS * N] * T
+    assert figures["raw_tokens"] == figures["rsa_tokens"] > 0  # same work on both sides
+    assert figures["rsa_populations"] == [N] * PROBLEMS
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    print(json.dumps(bench(sys.argv[1])))
