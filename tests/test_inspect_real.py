@@ -82,19 +82,21 @@ def test_cli_reasoning_gym_with_vllm_provider(vllm_server, tmp_path):
 
 def test_cli_multiple_choice_scores_the_rsa_answer_through_choice(vllm_server, tmp_path):
     log = inspect_eval(
-        ["tasks/inspect/mc_offline.py", *rsa_args("rsa_plugins/rsa"), "--model",
-         f"openai-api/local/{vllm_server.model_name}", "--limit", "5"],
+        ["tasks/inspect/mc_offline.py", *rsa_args("rsa_plugins/rsa"), "-S", "temperature=0.6",
+         "--model", f"openai-api/local/{vllm_server.model_name}"],
         tmp_path, {"LOCAL_BASE_URL": vllm_server.base_url, "LOCAL_API_KEY": "unused"})
     assert log.status == "success"
     answered = 0
     for sample in log.samples:
         check_rsa_sample(sample)
+        assert {e.config.temperature for e in sample.events if e.event == "model"} == {0.6}
         answer = sample.store["RSAStore:answer"]
         score = sample.scores["choice"]
         assert score.answer == (answer or "")
         assert (score.value == "C") == (answer == sample.target)
         answered += answer is not None
-    # 20 final candidates; SmolLM2 names a letter in roughly a third of its answers
+    assert len(log.samples) == 10
+    # 40 final candidates; SmolLM2 names a parseable letter in about a quarter of its answers
     assert answered >= 1
 
 
