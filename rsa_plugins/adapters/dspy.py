@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import json
+import logging
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -55,7 +56,7 @@ from ..loop import RSA as _Loop  # noqa: E402
 from ..loop import derive_seed  # noqa: E402
 from ..types import Completion, Problem, Request, RSAResult  # noqa: E402
 
-__all__ = ["RSA", "RSAError", "RSAPrediction", "DSPyEngine", "install",
+__all__ = ["RSA", "RSAPrediction", "DSPyEngine", "install",
            "AGGREGATION_INSTRUCTIONS", "REFINE_INSTRUCTIONS"]
 
 #: aggregator instructions (K > 1), paraphrasing the paper's aggregation prompt; optimizable
@@ -75,17 +76,15 @@ REFINE_INSTRUCTIONS = (
 )
 CANDIDATES_FIELD = "candidate_solutions"
 _INPUTS = "dspy_inputs"
-
-
-class RSAError(RuntimeError):
-    """Every member of the final population failed (nothing to return)."""
+logger = logging.getLogger(__name__)
 
 
 class RSAPrediction(dspy.Prediction):
     """A `dspy.Prediction` with the chosen candidate's fields; ``.completions`` is the final
     population (failed members have ``None`` fields) and ``.rsa`` the core's `RSAResult`
     (per-step metrics in ``.rsa.steps``, ``.rsa.votes``, ``.rsa.chosen``, ``.rsa.usage``,
-    lineage in ``.rsa.population``)."""
+    lineage in ``.rsa.population``).  When every member failed, the fields are ``None`` and
+    ``.rsa.failed`` is True."""
 
     @property
     def rsa(self) -> RSAResult | None:
@@ -405,17 +404,17 @@ class RSA(dspy.Module):
                               fields=values)
 
     def _prediction(self, result: RSAResult) -> RSAPrediction:
-        if result.chosen is None:
-            errors = sorted({c.completion.error for c in result.population if c.completion.error})
-            raise RSAError(
-                f"RSA: all {len(result.population)} candidates of step {len(result.steps)} failed "
-                f"(population={self.config.population}); first error: "
-                f"{errors[0] if errors else 'no answer'}")
         members = []
         for cand in result.population:
             got = getattr(cand.completion, "fields", None) or {}
             members.append({k: got.get(k) for k in self.output_names})
-        pred = RSAPrediction(**members[result.chosen])
+        if result.chosen is None:
+            errors = sorted({c.completion.error for c in result.population if c.completion.error})
+            logger.warning("RSA: every candidate of the last step (%d of %d) failed; the output "
+                           "fields are None (pred.rsa.failed). First error: %s",
+                           len(result.steps), self.config.steps, errors[0] if errors else "no answer")
+        pred = RSAPrediction(**(members[result.chosen] if result.chosen is not None
+                                else dict.fromkeys(self.output_names)))
         pred._completions = Completions(members, signature=self.signature)
         pred._rsa = result
         return pred
