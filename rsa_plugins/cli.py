@@ -23,13 +23,17 @@ from pathlib import Path
 from typing import Any
 
 from .config import SELECTIONS, ConfigError, RSAConfig
+from .trace import TraceMismatch
 
 #: RSA settings when running on the embedded 135M model on a CPU (the paper's N=16, T=10 with
 #: 8192-token generations would take hours there); any flag given explicitly wins.
 EMBEDDED_DEFAULTS = {"population": 4, "aggregation_size": 2, "steps": 3, "max_tokens": 256}
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 #: vllm.LLM options for the embedded model (eager mode starts in ~30 s instead of minutes)
-EMBEDDED_ENGINE = {"max_model_len": 2048, "dtype": "bfloat16", "enforce_eager": True}
+#: (max_num_batched_tokens: avoids vLLM CPU's "CPU Generator does not use offset" crash that
+#: per-request seeds and chunked prefill otherwise trigger on long aggregation prompts)
+EMBEDDED_ENGINE = {"max_model_len": 2048, "dtype": "bfloat16", "enforce_eager": True,
+                   "max_num_batched_tokens": 16384}
 #: flags of the RSAConfig fields, to name them in error messages
 FLAGS = {"population": "-N/--population", "aggregation_size": "-K/--aggregation-size",
          "steps": "-T/--steps", "max_tokens": "--max-tokens", "temperature": "--temperature",
@@ -133,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if out else ""
         print(f"rsa: interrupted{hint}", file=sys.stderr)
         return 130
-    except (CLIError, ConfigError) as exc:
+    except (CLIError, ConfigError, TraceMismatch) as exc:
         print(f"rsa {args.command}: error: {_flag_names(str(exc))}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - one line, not a traceback (RSA_DEBUG=1 shows it)
@@ -426,7 +430,7 @@ class Model:
                 raise CLIError("--api-base needs --model, e.g. --model hosted_vllm/NAME")
             from .models import cpu_env
 
-            for key, value in {**cpu_env(), "VLLM_LOGGING_LEVEL": "WARNING"}.items():
+            for key, value in {**cpu_env(), "VLLM_LOGGING_LEVEL": "ERROR"}.items():
                 os.environ.setdefault(key, value)
             path = embedded_checkpoint()
             return cls(f"vllm:{path}", None, f"{EMBEDDED_NAME} (embedded, vLLM in-process)",

@@ -152,7 +152,19 @@ def describe(summary: TraceSummary) -> str:
 
 
 def plot(summaries: Sequence[TraceSummary], out: str | Path, title: str | None = None) -> Path:
-    """Write a PNG: accuracy metrics and answer diversity per step.
+    """Write the PNG of `figure` to `out`."""
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig = figure(summaries, title)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def figure(summaries: Sequence[TraceSummary], title: str | None = None) -> Any:
+    """Accuracy metrics and answer diversity per step, as a matplotlib figure.
 
     One trace: two panels, accuracy (one curve per metric) and distinct answers, against the
     step.  Several traces (methods): one panel per metric, one line per method, against the
@@ -163,17 +175,15 @@ def plot(summaries: Sequence[TraceSummary], out: str | Path, title: str | None =
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    metrics = [*ACCURACY, DIVERSITY]
     if len(summaries) == 1:
         s = summaries[0]
         steps = [r["step"] for r in s.table]
         fig, (ax_acc, ax_div) = plt.subplots(1, 2, figsize=(11, 4.2))
         for key, label in ACCURACY:
-            xs = [r["step"] for r in s.table if key in r]
-            if xs:
-                ax_acc.plot(xs, [r[key] for r in s.table if key in r], marker="o", label=label)
+            rows = [r for r in s.table if key in r]
+            if rows:
+                ax_acc.plot([r["step"] for r in rows], [r[key] for r in rows], marker="o",
+                            label=label)
         ax_acc.set(xlabel="step", ylabel="accuracy", ylim=(-0.03, 1.03), title="accuracy")
         ax_div.plot(steps, [r.get(DIVERSITY[0], 0) for r in s.table], marker="o",
                     color="tab:purple", label=DIVERSITY[1])
@@ -181,34 +191,35 @@ def plot(summaries: Sequence[TraceSummary], out: str | Path, title: str | None =
         ax_div.set_ylim(bottom=0)
         for ax in (ax_acc, ax_div):
             ax.grid(alpha=0.3)
-            ax.legend()
+            if ax.get_lines():
+                ax.legend()
             if steps:
                 ax.set_xticks(steps)
         fig.suptitle(title or _title(s))
     else:
         fig, axes = plt.subplots(2, 2, figsize=(11, 8))
-        for ax, (key, label) in zip(axes.flat, metrics):
-            for s in summaries:
+        for ax, (key, label) in zip(axes.flat, [*ACCURACY, DIVERSITY]):
+            for i, s in enumerate(summaries):
                 xs, ys, total = [], [], 0
                 for r in s.table:
                     total += r["requested_per_problem"]
                     if key in r:
                         xs.append(total)
                         ys.append(r[key])
-                if xs:
-                    ax.plot(xs, ys, marker="o", label=s.method)
+                if xs:  # distinct markers and dashes: overlapping methods stay visible
+                    ax.plot(xs, ys, marker="osD^v*"[i % 6], linestyle=("-", "--", ":", "-.")[i % 4],
+                            markersize=8 - i % 3, label=s.method)
             ax.set(xlabel="generations per problem", ylabel=label, title=label)
             if key != DIVERSITY[0]:
                 ax.set_ylim(-0.03, 1.03)
             else:
                 ax.set_ylim(bottom=0)
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
+            if ax.get_lines():
+                ax.legend(fontsize=8)
         fig.suptitle(title or "methods compared on the same problems")
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return fig
 
 
 def _title(s: TraceSummary) -> str:

@@ -3,8 +3,10 @@
 Used by the LiteLLM-engine tests (scripted faults: 429 with Retry-After, 5xx, malformed JSON,
 empty content) and by the overhead benchmark (an instant-answer server, so the client side is
 what gets measured).  Run as a subprocess: ``python tests/openai_stub.py --port P [--script J]``
-where J is a JSON list of behaviours consumed one per request (then "ok" forever).  It stops by
-itself after ``--lifetime`` seconds.  ``GET /stats`` returns what it received.
+where J is a JSON list of behaviours consumed one per request; after it, ``--faults`` gives the
+rate of each fault (drawn from a seeded RNG), "ok" otherwise.  It stops by itself after
+``--lifetime`` seconds (and answers 429 after ``--max-requests``: request loops stay bounded).
+``GET /stats`` returns what it received, ``GET /peak`` the most requests it held at once.
 """
 
 from __future__ import annotations
@@ -35,18 +37,48 @@ def _reply(body: dict[str, Any], content: str) -> dict[str, Any]:
     }
 
 
-def serve(port: int, script: list[str], lifetime: float) -> None:
+def serve(port: int, script: list[str], lifetime: float, faults: dict[str, float],
+          seed: int, slow: float, max_requests: int) -> None:
+    import random
+
     from aiohttp import web
 
     log: list[dict[str, Any]] = []
     queue = list(script)
+    rng = random.Random(seed)
+    live = {"now": 0, "max": 0}
+
+    def pick() -> str:
+        if queue:
+            return queue.pop(0)
+        r = rng.random()
+        for name, rate in faults.items():
+            if r < rate:
+                return name
+            r -= rate
+        return "ok"
 
     async def chat(request: web.Request) -> web.StreamResponse:
+        live["now"] += 1
+        live["max"] = max(live["max"], live["now"])
+        try:
+            return await answer(request)
+        finally:
+            live["now"] -= 1
+
+    async def answer(request: web.Request) -> web.StreamResponse:
         body = await request.json()
-        behaviour = queue.pop(0) if queue else "ok"
-        log.append({"t": time.monotonic(), "behaviour": behaviour, "seed": body.get("seed"),
-                    "n": body.get("n"), "max_tokens": body.get("max_tokens"),
-                    "auth": request.headers.get("Authorization", "")})
+        behaviour = pick() if len(log) < max_requests else "429:1"
+        entry = {"t": time.monotonic(), "behaviour": behaviour, "seed": body.get("seed"),
+                 "n": body.get("n"), "max_tokens": body.get("max_tokens"),
+                 "auth": request.headers.get("Authorization", "")}
+        if len(log) < 200_000:
+            log.append(entry)
+        if behaviour == "reset":
+            request.transport.abort()  # the client sees the connection drop mid-request
+            return web.Response(status=500)
+        if behaviour == "slow":
+            await asyncio.sleep(slow)
         if behaviour.startswith("429"):
             wait = behaviour.split(":", 1)[1] if ":" in behaviour else "1"
             return web.json_response({"error": {"message": "rate limited", "type": "rate_limit"}},
@@ -67,11 +99,15 @@ def serve(port: int, script: list[str], lifetime: float) -> None:
     async def stats(request: web.Request) -> web.Response:
         return web.json_response(log)
 
+    async def peak(request: web.Request) -> web.Response:
+        return web.json_response({"max_in_flight": live["max"], "requests": len(log)})
+
     async def main() -> None:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", chat)
         app.router.add_get("/v1/models", models)
         app.router.add_get("/stats", stats)
+        app.router.add_get("/peak", peak)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port, backlog=1024).start()
@@ -90,11 +126,16 @@ def free_port() -> int:
 class StubServer:
     """Context manager running the stub in a subprocess (so it never shares our CPU thread)."""
 
-    def __init__(self, script: list[str] | None = None, lifetime: float = 900.0) -> None:
+    def __init__(self, script: list[str] | None = None, lifetime: float = 900.0,
+                 faults: dict[str, float] | None = None, seed: int = 0, slow: float = 5.0,
+                 max_requests: int = 1_000_000) -> None:
+        """`faults`: rates of "429:S", "500", "503", "reset", "slow", "malformed", "empty"."""
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self._args = [sys.executable, str(Path(__file__).resolve()), "--port", str(self.port),
-                      "--lifetime", str(lifetime), "--script", json.dumps(script or [])]
+                      "--lifetime", str(lifetime), "--script", json.dumps(script or []),
+                      "--faults", json.dumps(faults or {}), "--seed", str(seed),
+                      "--slow", str(slow), "--max-requests", str(max_requests)]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> StubServer:
@@ -113,7 +154,11 @@ class StubServer:
 
     def stats(self) -> list[dict[str, Any]]:
         url = f"http://127.0.0.1:{self.port}/stats"
-        return json.loads(urllib.request.urlopen(url, timeout=10).read())
+        return json.loads(urllib.request.urlopen(url, timeout=30).read())
+
+    def peak(self) -> dict[str, int]:
+        url = f"http://127.0.0.1:{self.port}/peak"
+        return json.loads(urllib.request.urlopen(url, timeout=30).read())
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None:
@@ -129,5 +174,10 @@ if __name__ == "__main__":
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--script", default="[]")
     ap.add_argument("--lifetime", type=float, default=900.0)
+    ap.add_argument("--faults", default="{}")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--slow", type=float, default=5.0)
+    ap.add_argument("--max-requests", type=int, default=1_000_000)
     a = ap.parse_args()
-    serve(a.port, json.loads(a.script), a.lifetime)
+    serve(a.port, json.loads(a.script), a.lifetime, json.loads(a.faults), a.seed, a.slow,
+          a.max_requests)

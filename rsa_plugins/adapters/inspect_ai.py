@@ -11,10 +11,12 @@ candidate back as ``state.output`` (marking ``state.choices`` for multiple-choic
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from inspect_ai.log import transcript
 from inspect_ai.model import (
     ChatCompletionChoice,
     ChatMessage,
@@ -40,7 +42,6 @@ from inspect_ai.scorer import (
 )
 from inspect_ai.solver import Generate, Solver, TaskState, solver
 from inspect_ai.util import LimitExceededError, StoreModel, collect, span
-from inspect_ai.log import transcript
 
 from ..answers import detect_kind, equivalent, extract, vote
 from ..config import ConfigError, RSAConfig, _int
@@ -49,7 +50,8 @@ from ..loop import RSA, derive_seed
 from ..prompts import KIND_TEXT
 from ..types import Candidate, Completion, Problem, Request, RSAResult
 
-__all__ = ["InspectEngine", "RSASolverError", "RSAStore", "answer_match", "rsa", "sample_problem", "PRESETS"]
+__all__ = ["PRESETS", "InspectEngine", "RSASolverError", "RSAStore", "answer_match", "rsa",
+           "sample_problem"]
 
 logger = logging.getLogger(__name__)
 
@@ -244,22 +246,22 @@ def rsa(
                    max_tokens=max_tokens, view=view, tail_tokens=tail_tokens,
                    include_reasoning=include_reasoning, template=template)
     try:
-        base = _validate(options, preset, max_model_len)
+        base, context = _validate(options, preset, max_model_len)
     except ConfigError as exc:
         raise RSASolverError(f"Invalid argument to the rsa solver: {exc}") from None
 
     async def solve(state: TaskState, generate: Generate) -> TaskState:
         config = _resolve(base, explicit=options)
         problem = sample_problem(state, preset)
-        engine = InspectEngine(max_model_len=None if max_model_len is None
-                               else _int("max_model_len", max_model_len, 64))
+        engine = InspectEngine(max_model_len=context)
         store = state.store_as(RSAStore)
         store.config = {**config.to_dict(), "preset": preset}
         store.selection = config.selection
 
         async def on_step(p: Problem, t: int, metrics: dict[str, Any],
                           pop: list[Candidate]) -> None:
-            metrics = {**metrics, "model_length": engine.model_length}
+            step_overflow = engine.model_length - store.model_length
+            metrics = {**metrics, "model_length": step_overflow}
             transcript().info(metrics, source="rsa")
             await engine.end_step()
             store.steps = [*store.steps, metrics]
@@ -278,17 +280,17 @@ def rsa(
     return solve
 
 
-def _validate(options: dict[str, Any], preset: Any, max_model_len: Any) -> RSAConfig:
+def _validate(options: dict[str, Any], preset: Any,
+              max_model_len: Any) -> tuple[RSAConfig, int | None]:
     """Check every ``-S`` value up front (they arrive YAML-typed and unchecked)."""
     if preset not in PRESETS:
         raise ConfigError(f"preset must be one of {', '.join(PRESETS)}; got {preset!r}")
     if not isinstance(options["include_reasoning"], bool):
         raise ConfigError("include_reasoning must be true or false, got "
                           f"{options['include_reasoning']!r}")
-    if max_model_len is not None:
-        _int("max_model_len", max_model_len, 64)
+    context = None if max_model_len is None else _int("max_model_len", max_model_len, 64)
     kind = preset if preset not in ("auto", "none") else "auto"
-    return RSAConfig(kind=kind, **{k: v for k, v in options.items() if v is not None})
+    return RSAConfig(kind=kind, **{k: v for k, v in options.items() if v is not None}), context
 
 
 def _resolve(base: RSAConfig, explicit: dict[str, Any]) -> RSAConfig:
@@ -362,8 +364,6 @@ def _current_pick(config: RSAConfig, problem: Problem, kind: str,
         return None
     idx, _ = vote([pop[i].answer for i in alive], kind)
     if config.selection == "random" or idx is None:
-        import random
-
         idx = random.Random(derive_seed(config.seed, problem.id, "final")).randrange(len(alive))
     return alive[idx]
 
