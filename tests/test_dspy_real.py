@@ -20,7 +20,8 @@ dspy = pytest.importorskip("dspy")
 
 from rsa_plugins.adapters.dspy import RSA  # noqa: E402
 
-pytestmark = pytest.mark.real
+pytestmark = [pytest.mark.real,
+              pytest.mark.filterwarnings("ignore:rollout_id has no effect when temperature=0")]
 
 SIGNATURE = "question -> reasoning_summary, answer"
 DEMOS = [("What is 1+1?", "One plus one is two.", "1+1=2", "2"),

@@ -18,7 +18,7 @@ pytest.importorskip("inspect_ai")
 from inspect_ai import Task, eval  # noqa: E402
 from inspect_ai.dataset import Sample  # noqa: E402
 from inspect_ai.model import ModelOutput, ModelUsage, get_model  # noqa: E402
-from inspect_ai.scorer import choice, includes  # noqa: E402
+from inspect_ai.scorer import includes  # noqa: E402
 from inspect_ai.solver import SolverSpec, TaskState  # noqa: E402
 
 from fakes import candidates_in, is_aggregation  # noqa: E402
@@ -31,6 +31,8 @@ from rsa_plugins.adapters.inspect_ai import (  # noqa: E402
 )
 
 REPO = Path(__file__).resolve().parent.parent
+#: the `inspect` command of this interpreter's environment (works without an activated venv)
+INSPECT = str(Path(sys.executable).parent / "inspect")
 TASKS = REPO / "tasks" / "inspect"
 USAGE = dict(input_tokens=10, output_tokens=5, total_tokens=15)
 
@@ -328,7 +330,7 @@ def test_alias_never_replaces_an_existing_rsa():
 
 
 def test_cli_rejects_bad_arguments_at_start_with_a_clear_message(tmp_path):
-    cmd = ["inspect", "eval", "tasks/inspect/mc_offline.py", "--solver", "rsa",
+    cmd = [INSPECT, "eval", "tasks/inspect/mc_offline.py", "--solver", "rsa",
            "-S", "aggregation_size=9", "-S", "population=4", "--model", "mockllm/model",
            "--log-dir", str(tmp_path / "logs"), "--display", "plain"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO,

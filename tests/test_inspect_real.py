@@ -21,7 +21,7 @@ from inspect_ai.log import EvalLog, read_eval_log  # noqa: E402
 from inspect_ai.model import get_model  # noqa: E402
 
 from rsa_plugins.adapters.inspect_ai import rsa  # noqa: E402
-from test_inspect import load_task_module, step_span  # noqa: E402
+from test_inspect import INSPECT, load_task_module, step_span  # noqa: E402
 
 pytestmark = pytest.mark.real
 
@@ -31,7 +31,7 @@ N, K, T = 4, 2, 2
 
 def inspect_eval(args: list[str], log_dir: Path, env: dict[str, str]) -> EvalLog:
     """Run the `inspect eval` command; return its log (fail with its output if it fails)."""
-    cmd = ["inspect", "eval", *args, "--log-dir", str(log_dir), "--display", "plain",
+    cmd = [INSPECT, "eval", *args, "--log-dir", str(log_dir), "--display", "plain",
            "--max-tokens", "64"]
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900,
                          env={**os.environ, "HF_HUB_OFFLINE": "1", **env})
