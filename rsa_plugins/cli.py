@@ -27,7 +27,7 @@ from .trace import TraceMismatch
 
 #: RSA settings when running on the embedded 135M model on a CPU (the paper's N=16, T=10 with
 #: 8192-token generations would take hours there); any flag given explicitly wins.
-EMBEDDED_DEFAULTS = {"population": 4, "aggregation_size": 2, "steps": 3, "max_tokens": 256}
+EMBEDDED_DEFAULTS = {"population": 4, "aggregation_size": 2, "steps": 3, "max_tokens": 128}
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 #: vllm.LLM options for the embedded model (eager mode starts in ~30 s instead of minutes)
 #: (max_num_batched_tokens: avoids vLLM CPU's "CPU Generator does not use offset" crash that
@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--timeout", type=float, default=600.0,
                    help="seconds per request for server models (default 600)")
     g = model.add_argument_group("RSA (defaults: N=16 K=4 T=10 max-tokens=8192; on the "
-                                 "embedded model N=4 K=2 T=3 max-tokens=256)")
+                                 "embedded model N=4 K=2 T=3 max-tokens=128)")
     g.add_argument("-N", "--population", type=int, help="candidates per step")
     g.add_argument("-K", "--aggregation-size", type=int, help="candidates per aggregation (1..N)")
     g.add_argument("-T", "--steps", type=int, help="population states including the first")
@@ -174,6 +174,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = make_config(args, kind=args.kind)
     model = Model.resolve(args)
     out = output_dir(args)
+    check_resumable(out, {"rsa": config})
     problem = as_problem(text)
     info = {"command": "run", "model": model.label}
     results = execute(model, [problem], {"rsa": config}, out, args.progress, info)["rsa"]
@@ -214,6 +215,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     problems = load_problems(dataset, args.limit, args.task_seed)
     model = Model.resolve(args)
     out = output_dir(args)
+    check_resumable(out, configs)
     info = {"command": "eval", "task": args.task, "limit": args.limit,
             "task_seed": args.task_seed, "model": model.label}
     print(f"rsa eval: {args.task}, {len(problems)} problems, model {model.label}; "
@@ -377,6 +379,22 @@ def output_dir(args: argparse.Namespace) -> Path:
         raise CLIError(f"cannot create output directory {out}: {exc.strerror}") from None
     args.resolved_out = out
     return out
+
+
+def check_resumable(out: Path, configs: dict[str, RSAConfig]) -> None:
+    """Refuse an output directory whose traces were written with other settings."""
+    from .trace import load
+
+    for name, config in configs.items():
+        trace = trace_path(out, name, len(configs))
+        if not trace.is_file():
+            continue
+        runs = [e for e in load(trace) if e.get("event") == "run"]
+        if runs and runs[0].get("fingerprint") != config.fingerprint():
+            old = runs[0].get("config") or {}
+            raise CLIError(f"{trace} was written with other settings (N={old.get('population')} "
+                           f"K={old.get('aggregation_size')} T={old.get('steps')} ...); "
+                           "use another --out to start afresh")
 
 
 def check_api_base(url: str, timeout: float = 3.0) -> None:

@@ -179,10 +179,10 @@ def figure(summaries: Sequence[TraceSummary], title: str | None = None) -> Any:
         s = summaries[0]
         steps = [r["step"] for r in s.table]
         fig, (ax_acc, ax_div) = plt.subplots(1, 2, figsize=(11, 4.2))
-        for key, label in ACCURACY:
+        for i, (key, label) in enumerate(ACCURACY):
             rows = [r for r in s.table if key in r]
-            if rows:
-                ax_acc.plot([r["step"] for r in rows], [r[key] for r in rows], marker="o",
+            if rows:  # distinct markers and dashes: equal curves stay visible
+                ax_acc.plot([r["step"] for r in rows], [r[key] for r in rows], **_style(i),
                             label=label)
         ax_acc.set(xlabel="step", ylabel="accuracy", ylim=(-0.03, 1.03), title="accuracy")
         ax_div.plot(steps, [r.get(DIVERSITY[0], 0) for r in s.table], marker="o",
@@ -206,9 +206,8 @@ def figure(summaries: Sequence[TraceSummary], title: str | None = None) -> Any:
                     if key in r:
                         xs.append(total)
                         ys.append(r[key])
-                if xs:  # distinct markers and dashes: overlapping methods stay visible
-                    ax.plot(xs, ys, marker="osD^v*"[i % 6], linestyle=("-", "--", ":", "-.")[i % 4],
-                            markersize=8 - i % 3, label=s.method)
+                if xs:
+                    ax.plot(xs, ys, **_style(i), label=s.method)
             ax.set(xlabel="generations per problem", ylabel=label, title=label)
             if key != DIVERSITY[0]:
                 ax.set_ylim(-0.03, 1.03)
@@ -220,6 +219,11 @@ def figure(summaries: Sequence[TraceSummary], title: str | None = None) -> Any:
         fig.suptitle(title or "methods compared on the same problems")
     fig.tight_layout()
     return fig
+
+
+def _style(i: int) -> dict[str, Any]:
+    return {"marker": "osD^v*"[i % 6], "linestyle": ("-", "--", ":", "-.")[i % 4],
+            "markersize": 9 - 2 * (i % 3)}
 
 
 def _title(s: TraceSummary) -> str:

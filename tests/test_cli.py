@@ -268,5 +268,5 @@ def test_out_dir_with_a_different_config_is_refused(fake_llm, tmp_path: Path,
     capsys.readouterr()
     assert cli.main([*args, "-T", "2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "different RSA configuration" in err[0]
+    assert len(err) == 1 and "was written with other settings (N=2 K=2 T=1" in err[0]
     assert (tmp_path / "o" / "trace.jsonl").read_bytes() == before

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 PROBLEMS, N, K, T, MAX_TOKENS = 4, 4, 2, 3, 64
+MARK = "BENCH-FIGURES "  # vLLM logs to stdout too
 
 
 def bench(model_dir: str) -> dict:
@@ -41,6 +42,7 @@ def bench(model_dir: str) -> dict:
     real_generate = llm.generate
     calls: list[list[tuple[list[int], int, float, int]]] = []  # per call: (ids, seed, temp, len)
     raw = {"wall": 0.0, "tokens": 0}
+    per_call: list[tuple[float, float]] = []  # (RSA's call, its raw twin) seconds
 
     def replay(call: list[tuple[list[int], int, float, int]]) -> None:
         """The same prompts and lengths as one raw call (each sample forced to its length)."""
@@ -51,10 +53,13 @@ def bench(model_dir: str) -> dict:
         t0 = time.perf_counter()
         outs = real_generate(prompts, sampling_params=params, use_tqdm=False)
         raw["wall"] += time.perf_counter() - t0
+        per_call[-1] = (per_call[-1][0], time.perf_counter() - t0)
         raw["tokens"] += sum(len(o.outputs[0].token_ids) for o in outs)
 
     def recording_generate(prompts, sampling_params=None, **kw):
+        t0 = time.perf_counter()
         outs = real_generate(prompts, sampling_params=sampling_params, **kw)
+        per_call.append((time.perf_counter() - t0, 0.0))
         call = [(list(p["prompt_token_ids"]), (sp.seed or 0) + k, sp.temperature,
                  len(c.token_ids))
                 for p, sp, o in zip(prompts, sampling_params, outs)
@@ -87,6 +92,7 @@ def bench(model_dir: str) -> dict:
         "raw_wall_s": round(raw["wall"], 3),
         "ratio_rsa_over_raw": round(rsa_wall / raw["wall"], 4),
         "ratio_rsa_over_its_generate_calls": round(rsa_wall / inside, 4),
+        "per_call_rsa_vs_raw_s": [[round(a, 3), round(b, 3)] for a, b in per_call],
     }
 
 
@@ -97,7 +103,8 @@ def test_vllm_engine_overhead(smollm2_dir):
     out = subprocess.run([sys.executable, __file__, str(smollm2_dir)], env=env,
                          capture_output=True, text=True, timeout=1500)
     assert out.returncode == 0, out.stderr[-3000:]
-    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    line = next(ln for ln in reversed(out.stdout.splitlines()) if ln.startswith(MARK))
+    figures = json.loads(line[len(MARK):])
     print("\nvLLM engine overhead:", json.dumps(figures, indent=1))
     print(f"RSA / raw LLM.generate on the same prompts and lengths: "
           f"{figures['ratio_rsa_over_raw']:.3f}x (goal <= 1.05x); RSA wall / its own generate "
@@ -110,4 +117,4 @@ def test_vllm_engine_overhead(smollm2_dir):
 
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    print(json.dumps(bench(sys.argv[1])))
+    print(MARK + json.dumps(bench(sys.argv[1])), flush=True)
