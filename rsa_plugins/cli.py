@@ -224,7 +224,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     results = execute(model, problems, configs, out, args.progress, info)
     elapsed = time.monotonic() - started
 
-    from .report import compare_rows, compare_table, describe, summarize_trace
+    from .report import compare_rows, compare_table, describe, summarize_trace, totals
 
     summaries = [summarize_trace(trace_path(out, name, len(configs)), name) for name in configs]
     for s in summaries:
@@ -234,8 +234,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "model": model.label, "api_base": args.api_base, "elapsed_s": round(elapsed, 1),
         "methods": {}, "problems": []}
     for s in summaries:
-        from .report import totals
-
         payload["methods"][s.method] = {
             "config": configs[s.method].to_dict(), "trace": str(s.path),
             "accuracy": s.accuracy(), "generations_per_problem": s.generations_per_problem(),

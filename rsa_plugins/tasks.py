@@ -6,9 +6,9 @@ from typing import Any
 
 from .types import Problem
 
+# No example value here: small models copy it as their answer.
 RG_INSTRUCTION = (
-    "Think step by step, then give only the final answer between <answer> and </answer>, "
-    "for example <answer>42</answer>."
+    "Think step by step. Then write only the final answer between <answer> and </answer> tags."
 )
 
 

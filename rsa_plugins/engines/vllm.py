@@ -56,6 +56,10 @@ class VLLMEngine(Engine):
 
             if max_model_len is not None:
                 llm_kwargs.setdefault("max_model_len", int(max_model_len))
+            if _on_cpu():
+                # vLLM's CPU build crashes ("CPU Generator does not use offset") when seeded
+                # requests meet chunked prefill; a large prefill budget avoids the chunking
+                llm_kwargs.setdefault("max_num_batched_tokens", 16384)
             self.llm = LLM(model=model, **llm_kwargs)
             self.model_name = model
         else:
@@ -180,3 +184,13 @@ def _engine_max_len(llm: Any) -> int | None:
         return int(llm.llm_engine.model_config.max_model_len)
     except (AttributeError, TypeError, ValueError):
         return None
+
+
+def _on_cpu() -> bool:
+    """Whether vLLM runs on its CPU platform."""
+    try:
+        from vllm.platforms import current_platform
+
+        return bool(current_platform.is_cpu())
+    except Exception:  # noqa: BLE001 - unknown platform API: assume a GPU build
+        return False
