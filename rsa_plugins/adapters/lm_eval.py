@@ -410,6 +410,11 @@ class RSALiteLLM(RSAGenerateMixin, _lm_base()):  # type: ignore[misc]
                              "model=hosted_vllm/NAME,api_base=http://HOST:PORT/v1")
         self._init_rsa(options)
         self._max_gen_toks = int(max_gen_toks)
+        if api_key:
+            logging.getLogger(__name__).warning(
+                "rsa-litellm: api_key was given in --model_args, which lm-eval prints and writes "
+                "into its results files; set the provider's environment variable instead "
+                "(e.g. OPENAI_API_KEY, HOSTED_VLLM_API_KEY)")
         from ..engines.litellm import LiteLLMEngine
 
         self.engine = LiteLLMEngine(
