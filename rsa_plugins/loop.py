@@ -30,9 +30,6 @@ from .trace import ResumeState, TraceWriter, candidate_from_record, generation_r
 from .types import Candidate, Completion, Problem, Request, RSAResult, Usage
 
 OnStep = Callable[[Problem, int, dict[str, Any], list[Candidate]], "Awaitable[None] | None"]
-#: chat-template tokens to allow for on top of the message text when fitting prompts
-TEMPLATE_OVERHEAD = 32
-
 
 def derive_seed(*parts: object) -> int:
     """A 31-bit integer from hashing `parts` (stable across processes and platforms)."""
@@ -104,6 +101,7 @@ class RSA:
             self._resumed = self._writer.state
             for s in states:
                 self._restore(s)
+        await self.engine.prepare()
         self._open_bar(states)
         try:
             if lockstep:
@@ -119,7 +117,7 @@ class RSA:
 
     async def _solve(self, state: _State) -> None:
         for t in range(state.next_step, self.config.steps + 1):
-            jobs = self._plan(state, t)
+            jobs = await self._plan(state, t)
             if jobs is None:
                 break
             if len(jobs) == 1:
@@ -130,7 +128,8 @@ class RSA:
 
     async def _run_lockstep(self, states: list[_State]) -> None:
         for t in range(1, self.config.steps + 1):
-            active = [(s, self._plan(s, t)) for s in states if s.next_step == t and not s.failed]
+            active = [(s, await self._plan(s, t)) for s in states
+                      if s.next_step == t and not s.failed]
             planned = [(s, j) for s, jobs in active if jobs is not None for j in jobs]
             requests = [j.request for _, j in planned if j.request is not None]
             outputs = iter(await self.engine.generate(requests) if requests else [])
@@ -148,7 +147,7 @@ class RSA:
 
     # ----------------------------------------------------------------- one step
 
-    def _plan(self, state: _State, step: int) -> list[_Job] | None:
+    async def _plan(self, state: _State, step: int) -> list[_Job] | None:
         """The requests still needed for `step` (None when the problem has no population left)."""
         cfg, p = self.config, state.problem
         todo = []
@@ -160,7 +159,7 @@ class RSA:
             else:
                 todo.append(slot)
         if step == 1:
-            return self._plan_first(state, todo)
+            return await self._plan_first(state, todo)
         alive = [c for c in state.population if c.completion.ok]
         if not alive:
             state.failed = True
@@ -170,7 +169,7 @@ class RSA:
         jobs = []
         for slot in todo:
             parents = [alive[i] for i in subsets[slot]]
-            user, max_tokens, error, fitted = self._fit_aggregation(state, parents)
+            user, max_tokens, error, fitted = await self._fit_aggregation(state, parents)
             req = None if error else Request(
                 messages=messages(p, user), seed=derive_seed(cfg.seed, p.id, step, slot),
                 temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=max_tokens,
@@ -178,15 +177,15 @@ class RSA:
             jobs.append(_Job([slot], req, [c.slot for c in parents], error, fitted))
         return jobs
 
-    def _plan_first(self, state: _State, todo: list[int]) -> list[_Job]:
+    async def _plan_first(self, state: _State, todo: list[int]) -> list[_Job]:
         cfg, p = self.config, state.problem
         max_tokens, error = cfg.max_tokens, None
         if self.engine.max_model_len:
-            room = self.engine.max_model_len - self.engine.count_tokens(
-                (p.system or "") + p.prompt) - TEMPLATE_OVERHEAD
+            used = await self.engine.prompt_tokens(messages(p, p.prompt))
+            room = self.engine.max_model_len - used
             if room < 1:
-                error = (f"the problem alone ({self.engine.count_tokens(p.prompt)} tokens) does not "
-                         f"fit the model's context of {self.engine.max_model_len} tokens")
+                error = (f"the problem alone ({used} tokens) does not fit the model's context of "
+                         f"{self.engine.max_model_len} tokens")
             max_tokens = min(max_tokens or room, room)
 
         def request(n: int, slot: int) -> Request | None:
@@ -200,12 +199,13 @@ class RSA:
             return [_Job(todo, request(len(todo), todo[0]))]
         return [_Job([s], request(1, s), error=error) for s in todo]
 
-    def _fit_aggregation(self, state: _State, parents: list[Candidate]
-                         ) -> tuple[str, int | None, str | None, bool]:
+    async def _fit_aggregation(self, state: _State, parents: list[Candidate]
+                               ) -> tuple[str, int | None, str | None, bool]:
         """Aggregation text and generation budget that fit the engine's context.
 
         First the generation budget shrinks (down to a quarter, at least 256 tokens), then the
-        candidates are cut to their tails.  Returns (text, max_tokens, error, fitted).
+        candidates are cut to their tails (tightened until the engine's count says it fits).
+        Returns (text, max_tokens, error, fitted).
         """
         cfg, p, eng = self.config, state.problem, self.engine
         views = [candidate_view(c, cfg, state.kind, eng.tokenizer) for c in parents]
@@ -213,22 +213,28 @@ class RSA:
         limit = eng.max_model_len
         if not limit:
             return text, cfg.max_tokens, None, False
-        overhead = eng.count_tokens(p.system or "") + TEMPLATE_OVERHEAD
+
+        async def size(user: str) -> int:
+            return await eng.prompt_tokens(messages(p, user))
+
         want = cfg.max_tokens or max(256, limit // 4)
         floor = min(want, max(256, want // 4))
-        used = eng.count_tokens(text) + overhead
+        used = await size(text)
         if used + want <= limit:
             return text, cfg.max_tokens and min(cfg.max_tokens, limit - used), None, False
         if used + floor <= limit:
             return text, limit - used, None, True
-        frame = eng.count_tokens(aggregation_prompt(p, [""] * len(views), cfg, state.kind))
-        per = (limit - floor - overhead - frame) // len(views) - 8
-        if per >= 16:
-            views = [tail(v, per, eng.tokenizer)[0] for v in views]
-            text = aggregation_prompt(p, views, cfg, state.kind)
-            used = eng.count_tokens(text) + overhead
+        frame = await size(aggregation_prompt(p, [""] * len(views), cfg, state.kind))
+        per = (limit - floor - frame) // len(views) - 8
+        for _ in range(4):  # a tail measured in estimated tokens may still be too long: tighten
+            if per < 16:
+                break
+            cut = [tail(v, per, eng.tokenizer)[0] for v in views]
+            text = aggregation_prompt(p, cut, cfg, state.kind)
+            used = await size(text)
             if used + floor <= limit:
                 return text, limit - used, None, True
+            per = int(per * (limit - floor - frame) / max(1, used - frame)) - 8
         return text, None, (f"aggregation prompt cannot fit the context of {limit} tokens even "
                             f"with candidates cut to their tails; lower aggregation_size "
                             f"(now {len(views)}) or max_tokens, or use view='answer'"), True

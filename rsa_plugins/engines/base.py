@@ -9,6 +9,10 @@ from ..prompts import Tokenizer
 from ..types import Completion, Request
 
 
+#: chat-template tokens allowed per message on top of its text when counts are estimated
+TEMPLATE_OVERHEAD = 32
+
+
 class Engine(ABC):
     """Turns requests into completions.
 
@@ -34,6 +38,17 @@ class Engine(ABC):
         if self.tokenizer is not None:
             return len(self.tokenizer.encode(text))
         return len(text) // 4 + 1
+
+    async def prompt_tokens(self, messages: list[dict[str, str]]) -> int:
+        """Tokens the prompt of these chat messages takes, chat template included.
+
+        The default adds `TEMPLATE_OVERHEAD` per message to `count_tokens`; engines that can
+        ask the server or render the template count exactly.
+        """
+        return sum(self.count_tokens(m["content"]) + TEMPLATE_OVERHEAD for m in messages)
+
+    async def prepare(self) -> None:
+        """Called once before a run, on the run's event loop (e.g. to learn `max_model_len`)."""
 
     def describe(self) -> dict[str, object]:
         """What goes into traces and framework logs about this engine (never secrets)."""

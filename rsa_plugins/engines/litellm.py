@@ -140,6 +140,7 @@ class LiteLLMEngine(Engine):
         self._semaphores: dict[int, asyncio.Semaphore] = {}
         self._sessions: dict[int, Any] = {}
         self._http = self._resolve_transport(transport)
+        self._tokenize: bool | None = None  # whether the server has vLLM's /tokenize
 
     def _resolve_transport(self, transport: str) -> tuple[str, str, str | None] | None:
         """(url, served model name, key) for the direct transport, or None for LiteLLM."""
@@ -246,15 +247,9 @@ class LiteLLMEngine(Engine):
 
         return await litellm.acompletion(model=self.model, **kwargs)
 
-    async def _post(self, kwargs: dict[str, Any]) -> Any:
-        """One chat completion over the direct transport; returns the decoded JSON body."""
+    def _session(self) -> Any:
         import aiohttp
 
-        url, name, key = self._http  # type: ignore[misc]
-        body = {k: v for k, v in kwargs.items()
-                if k not in ("timeout", "caching", "num_retries", "api_base", "api_key")}
-        body["model"] = name
-        body.update(body.pop("extra_body", None) or {})
         loop_id = id(asyncio.get_running_loop())
         session = self._sessions.get(loop_id)
         if session is None or session.closed:
@@ -262,8 +257,57 @@ class LiteLLMEngine(Engine):
                 connector=aiohttp.TCPConnector(limit=self.concurrency),
                 timeout=aiohttp.ClientTimeout(total=self.timeout))
             self._sessions[loop_id] = session
+        return session
+
+    def _server_root(self) -> str:
+        url = self._http[0].removesuffix("/chat/completions")  # type: ignore[index]
+        return url.removesuffix("/v1")
+
+    async def prepare(self) -> None:
+        """On the direct transport, learn the context length from the server when it says it
+        (vLLM's ``/v1/models`` does), so aggregation prompts are fitted and never rejected."""
+        if self._http is None or self.max_model_len is not None:
+            return
+        url, name, key = self._http
+        try:
+            headers = {"Authorization": f"Bearer {key}"} if key else {}
+            async with self._session().get(url.removesuffix("/chat/completions") + "/models",
+                                           headers=headers, timeout=10) as resp:
+                models = (await resp.json()).get("data", []) if resp.status == 200 else []
+        except Exception:  # noqa: BLE001 - an unreachable server shows up on the first call
+            return
+        for m in models:
+            if m.get("id") == name and isinstance(m.get("max_model_len"), int):
+                self.max_model_len = m["max_model_len"]
+
+    async def prompt_tokens(self, messages: list[dict[str, str]]) -> int:
+        """Exact counts from the server's ``/tokenize`` (vLLM) when it has one, else estimated."""
+        if self._http is not None and self._tokenize is not False:
+            url, name, key = self._http
+            body = {"model": name, "messages": messages, "add_generation_prompt": True}
+            headers = {"Authorization": f"Bearer {key}"} if key else {}
+            try:
+                async with self._semaphore():
+                    async with self._session().post(self._server_root() + "/tokenize", json=body,
+                                                    headers=headers) as resp:
+                        if resp.status == 200:
+                            self._tokenize = True
+                            return int((await resp.json())["count"])
+                        if resp.status in (404, 405):
+                            self._tokenize = False
+            except Exception:  # noqa: BLE001 - fall back to the estimate
+                pass
+        return await super().prompt_tokens(messages)
+
+    async def _post(self, kwargs: dict[str, Any]) -> Any:
+        """One chat completion over the direct transport; returns the decoded JSON body."""
+        url, name, key = self._http  # type: ignore[misc]
+        body = {k: v for k, v in kwargs.items()
+                if k not in ("timeout", "caching", "num_retries", "api_base", "api_key")}
+        body["model"] = name
+        body.update(body.pop("extra_body", None) or {})
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        async with session.post(url, json=body, headers=headers) as resp:
+        async with self._session().post(url, json=body, headers=headers) as resp:
             text = await resp.text()
             if resp.status >= 400:
                 raise HTTPStatusError(resp.status, text, resp.headers)

@@ -107,6 +107,10 @@ class VLLMEngine(Engine):
         return [self.tokenizer.encode(t, add_special_tokens=not (bos and t.startswith(bos)))
                 for t in texts]
 
+    async def prompt_tokens(self, messages: list[dict[str, str]]) -> int:
+        """Exact prompt length: the messages rendered by the chat template, then encoded."""
+        return len(self.encode([self.render(Request(messages=messages, seed=0))])[0])
+
     # ----------------------------------------------------------------- generation
 
     async def generate(self, requests: Sequence[Request]) -> list[list[Completion]]:
