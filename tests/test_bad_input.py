@@ -32,8 +32,8 @@ CLI_CASES = [
 
 
 @pytest.mark.parametrize("args, word", CLI_CASES, ids=[" ".join(a[:4]) for a, _ in CLI_CASES])
-def test_cli_bad_input_is_one_clear_line(args, word):
-    proc = subprocess.run([RSA, *args], capture_output=True, text=True, timeout=120,
+def test_cli_bad_input_is_one_clear_line(args, word, tmp_path):
+    proc = subprocess.run([RSA, *args], capture_output=True, text=True, timeout=120, cwd=tmp_path,
                           env={"PATH": "/usr/bin:/bin", "LITELLM_LOCAL_MODEL_COST_MAP": "True",
                                "HOME": str(Path.home())})
     assert proc.returncode != 0
