@@ -115,22 +115,22 @@ def peak_memory(population: int = 64, steps_list: Sequence[int] = (5, 10, 20)) -
 
 
 @pytest.mark.parametrize("transport", ["http", "litellm"])
-def test_rsa_over_litellm_vs_raw_http(transport):
+def test_rsa_over_litellm_vs_raw_http(transport, show):
     fig = measure_throughput(transport)
-    print(f"\nRSA over the LiteLLM engine (transport={transport}) vs raw aiohttp, same requests, "
+    show(f"\nRSA over the LiteLLM engine (transport={transport}) vs raw aiohttp, same requests, "
           f"concurrency {CONCURRENCY}")
-    print(json.dumps({k: round(v, 3) for k, v in fig.items()}, indent=1))
+    show(json.dumps({k: round(v, 3) for k, v in fig.items()}, indent=1))
     assert fig["generations"] == 32 * 8 * 4
 
 
-def test_peak_memory_flat_in_steps():
+def test_peak_memory_flat_in_steps(show):
     mem = peak_memory()
-    print("\npeak traced memory (MiB) at N=64 by T:", {t: round(m, 2) for t, m in mem.items()})
-    print(f"ratio T=20 / T=5: {mem[20] / mem[5]:.2f}")
+    show("\npeak traced memory (MiB) at N=64 by T:", {t: round(m, 2) for t, m in mem.items()})
+    show(f"ratio T=20 / T=5: {mem[20] / mem[5]:.2f}")
     assert set(mem) == {5, 10, 20}
 
 
 if __name__ == "__main__":
-    test_rsa_over_litellm_vs_raw_http("http")
-    test_rsa_over_litellm_vs_raw_http("litellm")
-    test_peak_memory_flat_in_steps()
+    test_rsa_over_litellm_vs_raw_http("http", print)
+    test_rsa_over_litellm_vs_raw_http("litellm", print)
+    test_peak_memory_flat_in_steps(print)

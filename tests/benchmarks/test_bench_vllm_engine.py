@@ -98,15 +98,15 @@ def bench(model_dir: str) -> dict:
 
 @pytest.mark.real
 @pytest.mark.benchmark
-def test_vllm_engine_overhead(smollm2_dir):
+def test_vllm_engine_overhead(smollm2_dir, show):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     out = subprocess.run([sys.executable, __file__, str(smollm2_dir)], env=env,
                          capture_output=True, text=True, timeout=1500)
     assert out.returncode == 0, out.stderr[-3000:]
     line = next(ln for ln in reversed(out.stdout.splitlines()) if ln.startswith(MARK))
     figures = json.loads(line[len(MARK):])
-    print("\nvLLM engine overhead:", json.dumps(figures, indent=1))
-    print(f"RSA / raw LLM.generate on the same prompts and lengths: "
+    show("\nvLLM engine overhead:", json.dumps(figures, indent=1))
+    show(f"RSA / raw LLM.generate on the same prompts and lengths: "
           f"{figures['ratio_rsa_over_raw']:.3f}x (goal <= 1.05x); RSA wall / its own generate "
           f"calls: {figures['ratio_rsa_over_its_generate_calls']:.4f}x")
     assert figures["generate_calls"] == figures["recorded_calls"] == T  # one call per step

@@ -23,7 +23,7 @@ from rsa_plugins.trace import load  # noqa: E402
 PROBLEMS, N, T, CONCURRENCY = 1000, 16, 3, 48
 
 
-def test_thousand_problems(tmp_path):
+def test_thousand_problems(tmp_path, show):
     problems = [Problem(f"Problem {i}: what is 40 + 2? Answer as ANSWER: <n>.", target="42")
                 for i in range(PROBLEMS)]
     trace = tmp_path / "load.jsonl"
@@ -39,7 +39,7 @@ def test_thousand_problems(tmp_path):
         tracemalloc.stop()
         server = stub.peak()
     gens = PROBLEMS * N * T
-    print(f"\n{gens} generations in {elapsed:.1f} s ({gens / elapsed:.0f} gen/s); "
+    show(f"\n{gens} generations in {elapsed:.1f} s ({gens / elapsed:.0f} gen/s); "
           f"peak traced memory {peak / 2**20:.1f} MiB; process max RSS "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB; "
           f"trace {trace.stat().st_size / 2**20:.1f} MiB; server saw at most "
