@@ -6,7 +6,8 @@ what gets measured).  Run as a subprocess: ``python tests/openai_stub.py --port 
 where J is a JSON list of behaviours consumed one per request; after it, ``--faults`` gives the
 rate of each fault (drawn from a seeded RNG), "ok" otherwise.  It stops by itself after
 ``--lifetime`` seconds (and answers 429 after ``--max-requests``: request loops stay bounded).
-``GET /stats`` returns what it received, ``GET /peak`` the most requests it held at once.
+``GET /stats`` returns what it received, ``GET /peak`` the most requests it held at once and
+how many client connections it saw in all.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def serve(port: int, script: list[str], lifetime: float, faults: dict[str, float
     queue = list(script)
     rng = random.Random(seed)
     live = {"now": 0, "max": 0}
+    peers: set[Any] = set()
 
     def pick() -> str:
         if queue:
@@ -61,7 +63,10 @@ def serve(port: int, script: list[str], lifetime: float, faults: dict[str, float
     async def chat(request: web.Request) -> web.StreamResponse:
         live["now"] += 1
         live["max"] = max(live["max"], live["now"])
+        if request.transport is not None:
+            peers.add(request.transport.get_extra_info("peername"))
         try:
+            await asyncio.sleep(0)  # let other requests in, so `max_in_flight` means something
             return await answer(request)
         finally:
             live["now"] -= 1
@@ -100,7 +105,8 @@ def serve(port: int, script: list[str], lifetime: float, faults: dict[str, float
         return web.json_response(log)
 
     async def peak(request: web.Request) -> web.Response:
-        return web.json_response({"max_in_flight": live["max"], "requests": len(log)})
+        return web.json_response({"max_in_flight": live["max"], "requests": len(log),
+                                  "connections": len(peers)})
 
     async def main() -> None:
         app = web.Application()

@@ -1,7 +1,8 @@
 """Load: 1,000 problems x N=16 x T=3 against an instant local server.
 
-Prints throughput and peak memory; asserts that every generation was made, that connections
-in flight never exceeded the concurrency setting, and that the trace was streamed to disk.
+Prints throughput and peak memory; asserts that every generation was made, that requests in
+flight and client connections (all of them, over the whole run) never exceeded the concurrency
+setting, and that the trace was streamed to disk.
 """
 
 from __future__ import annotations
@@ -43,9 +44,10 @@ def test_thousand_problems(tmp_path, show):
           f"peak traced memory {peak / 2**20:.1f} MiB; process max RSS "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB; "
           f"trace {trace.stat().st_size / 2**20:.1f} MiB; server saw at most "
-          f"{server['max_in_flight']} requests at once")
+          f"{server['max_in_flight']} requests at once over {server['connections']} connections")
     assert server["requests"] == gens
     assert server["max_in_flight"] <= CONCURRENCY
+    assert server["connections"] <= CONCURRENCY, "connections are bounded and reused"
     assert all(len(r.steps) == T and r.answer == "42" for r in results)
     events = load(trace)
     assert sum(1 for e in events if e["event"] == "generation") == gens
