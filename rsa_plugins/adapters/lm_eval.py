@@ -172,6 +172,21 @@ class RSAGenerateMixin:
     _rsa_steps: list[list[dict[str, Any]]]
     _rsa_engine_info: dict[str, Any]
 
+    @classmethod
+    def create_from_arg_obj(cls, arg_dict: dict[str, Any],
+                            additional_config: dict[str, Any] | None = None) -> Any:
+        """As lm-eval's, except that model_args win over the CLI's batch_size/device."""
+        extra = {k: v for k, v in (additional_config or {}).items()
+                 if v is not None and k not in arg_dict}
+        return cls(**arg_dict, **extra)
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str,
+                               additional_config: dict[str, Any] | None = None) -> Any:
+        from lm_eval.utils import simple_parse_args_string
+
+        return cls.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
+
     def _init_rsa(self, options: RSAOptions) -> None:
         self.rsa = options
         self._chat_memo = {}
@@ -423,20 +438,6 @@ class RSALiteLLM(RSAGenerateMixin, _lm_base()):  # type: ignore[misc]
             max_retries=int(max_retries), use_n=use_n,
             max_model_len=int(max_model_len) if max_model_len else None, **kwargs)
         self.model_name = str(model)
-
-    @classmethod
-    def create_from_arg_obj(cls, arg_dict: dict[str, Any],
-                            additional_config: dict[str, Any] | None = None) -> RSALiteLLM:
-        extra = {k: v for k, v in (additional_config or {}).items()
-                 if v is not None and k not in arg_dict}
-        return cls(**arg_dict, **extra)
-
-    @classmethod
-    def create_from_arg_string(cls, arg_string: str,
-                               additional_config: dict[str, Any] | None = None) -> RSALiteLLM:
-        from lm_eval.utils import simple_parse_args_string
-
-        return cls.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
 
     def _rsa_prepare(self, config: RSAConfig, until: list[str]) -> tuple[Engine, RSAConfig]:
         if until:  # OpenAI-style APIs take at most 4 stop strings; servers know their own EOS

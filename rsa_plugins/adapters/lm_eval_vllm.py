@@ -46,21 +46,6 @@ class RSAVLLM(RSAGenerateMixin, VLLM):
         self._init_rsa(options)
         self._engine: VLLMEngine | None = None
 
-    @classmethod
-    def create_from_arg_obj(cls, arg_dict: dict[str, Any],
-                            additional_config: dict[str, Any] | None = None) -> RSAVLLM:
-        """As lm-eval's, except that model_args win over the CLI's batch_size/device."""
-        extra = {k: v for k, v in (additional_config or {}).items()
-                 if v is not None and k not in arg_dict}
-        return cls(**arg_dict, **extra)
-
-    @classmethod
-    def create_from_arg_string(cls, arg_string: str,
-                               additional_config: dict[str, Any] | None = None) -> RSAVLLM:
-        from lm_eval.utils import simple_parse_args_string
-
-        return cls.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
-
     def apply_chat_template(self, chat_history: list[dict[str, str]],
                             add_generation_prompt: bool = True) -> str:
         """lm-eval's rendering; the messages are remembered to re-render aggregation turns."""
