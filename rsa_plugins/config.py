@@ -10,6 +10,7 @@ from typing import Any
 
 SELECTIONS = ("majority", "random")
 VIEWS = ("full", "answer", "tail")
+ORDERS = ("drawn", "index")
 KINDS = ("auto", "math", "multiple_choice", "code", "reasoning_gym", "general")
 
 
@@ -44,6 +45,10 @@ class RSAConfig:
     population (N): candidates per step.  aggregation_size (K): distinct candidates shown to
     each aggregation call, 1 <= K <= N (K=1 is self-refinement).  steps (T): population states
     including the first, so T=1 is plain parallel sampling and T=10 has 9 aggregation rounds.
+    candidate_order: "drawn" shows a subset's candidates in the order they were drawn (the
+    paper's code); "index" sorts them by population slot, so aggregation prompts that share
+    their first candidates share a longer prefix for the engine's prefix cache (slots are
+    exchangeable, so this is still a uniformly random order of the candidates' contents).
     """
 
     population: int = 16
@@ -61,6 +66,7 @@ class RSAConfig:
     template: str | None = None
     concurrency: int = 64
     lockstep: bool = False
+    candidate_order: str = "drawn"
     sampling: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -77,6 +83,7 @@ class RSAConfig:
         _choice("selection", self.selection, SELECTIONS)
         _choice("view", self.view, VIEWS)
         _choice("kind", self.kind, KINDS)
+        _choice("candidate_order", self.candidate_order, ORDERS)
         set_("tail_tokens", _int("tail_tokens", self.tail_tokens, 1))
         set_("concurrency", _int("concurrency", self.concurrency, 1))
         if self.max_tokens is not None:
@@ -112,7 +119,10 @@ class RSAConfig:
         keys = ("population", "aggregation_size", "steps", "seed", "temperature", "top_p",
                 "max_tokens", "view", "tail_tokens", "include_reasoning", "kind", "template",
                 "sampling")
-        blob = json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True, default=str)
+        fields = {k: getattr(self, k) for k in keys}
+        if self.candidate_order != "drawn":  # only then, so older traces keep their fingerprint
+            fields["candidate_order"] = self.candidate_order
+        blob = json.dumps(fields, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     @classmethod

@@ -167,6 +167,8 @@ class RSA:
         k = min(cfg.aggregation_size, len(alive))
         subsets = draw_subsets(cfg.seed, p.id, step, len(alive), k, cfg.population)
         jobs = []
+        if cfg.candidate_order == "index":
+            subsets = [sorted(s) for s in subsets]
         for slot in todo:
             parents = [alive[i] for i in subsets[slot]]
             user, max_tokens, error, fitted = await self._fit_aggregation(state, parents)
@@ -219,6 +221,9 @@ class RSA:
 
         want = cfg.max_tokens or max(256, limit // 4)
         floor = min(want, max(256, want // 4))
+        bound = eng.prompt_tokens_bound(messages(p, text))
+        if bound is not None and bound + want <= limit:  # fits for sure: no need to count
+            return text, cfg.max_tokens, None, False
         used = await size(text)
         if used + want <= limit:
             return text, cfg.max_tokens and min(cfg.max_tokens, limit - used), None, False

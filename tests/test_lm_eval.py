@@ -161,7 +161,7 @@ def test_bad_rsa_options_name_the_parameter(args, name):
 @pytest.mark.parametrize("model, args, name", [
     ("rsa-vllm", "population=4,aggregation_size=9", "aggregation_size"),
     ("rsa-vllm", "selection=best", "selection"),
-    ("rsa-vllm", "data_parallel_size=2", "tensor_parallel_size"),
+    ("rsa-vllm", "data_parallel_size=0", "data_parallel_size"),
     ("rsa-litellm", "model=hosted_vllm/x,population=4,aggregation_size=9", "aggregation_size"),
 ])
 def test_bad_model_args_fail_on_the_cli_before_a_model_loads(tmp_path, model, args, name):
@@ -176,14 +176,6 @@ def test_bad_model_args_fail_on_the_cli_before_a_model_loads(tmp_path, model, ar
     assert "ConfigError" in last and name in last, out.stderr[-2000:]
     assert "no-such-model" not in out.stderr.split("ConfigError")[-1]
     assert "Initializing a V1 LLM engine" not in out.stderr
-
-
-def test_data_parallel_is_refused_with_a_pointer_to_tensor_parallel():
-    pytest.importorskip("vllm")
-    from rsa_plugins.adapters.lm_eval_vllm import RSAVLLM
-
-    with pytest.raises(ConfigError, match="tensor_parallel_size"):
-        RSAVLLM(pretrained="/nonexistent", data_parallel_size=2, population=4, aggregation_size=2)
 
 
 # ------------------------------------------------------------------ outputs and metrics

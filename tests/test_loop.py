@@ -322,3 +322,26 @@ def test_prompt_that_cannot_fit_fails_clearly_without_a_request():
 def test_request_seed_is_a_pure_function():
     assert derive_seed(1, "p", 2, 3) == derive_seed(1, "p", 2, 3)
     assert derive_seed(1, "p", 2, 3) != derive_seed(1, "p", 2, 4)
+
+
+def test_candidate_order_index_sorts_each_subset_and_keeps_the_draws():
+    drawn, index = ScriptedEngine(), ScriptedEngine()
+    run(drawn, population=6, aggregation_size=3, steps=3)
+    run(index, population=6, aggregation_size=3, steps=3, candidate_order="index")
+    key = lambda r: (r.problem.id, r.step, r.seed)  # noqa: E731
+    pairs = list(zip(sorted(drawn.requests, key=key), sorted(index.requests, key=key)))
+    agg = [(a, b) for a, b in pairs if a.step > 1]
+    assert agg and all(key(a) == key(b) for a, b in agg)
+    slots = lambda r: [c.slot for c in r.parents]  # noqa: E731
+    assert all(sorted(slots(a)) == slots(b) for a, b in agg)  # same subsets, sorted by slot
+    assert any(slots(a) != slots(b) for a, b in agg)  # drawn order is not sorted in general
+
+
+def test_candidate_order_is_validated_and_keeps_old_fingerprints():
+    from rsa_plugins.config import ConfigError, RSAConfig
+
+    with pytest.raises(ConfigError, match="candidate_order must be one of drawn, index"):
+        RSAConfig(candidate_order="sorted")
+    base = RSAConfig()
+    assert base.replace(candidate_order="drawn").fingerprint() == base.fingerprint()
+    assert base.replace(candidate_order="index").fingerprint() != base.fingerprint()

@@ -47,6 +47,11 @@ class Engine(ABC):
         """
         return sum(self.count_tokens(m["content"]) + TEMPLATE_OVERHEAD for m in messages)
 
+    def prompt_tokens_bound(self, messages: list[dict[str, str]]) -> int | None:
+        """A cheap upper bound of `prompt_tokens` (None: none known).  When the bound already
+        fits the context, the loop skips the exact count."""
+        return None
+
     async def prepare(self) -> None:
         """Called once before a run, on the run's event loop (e.g. to learn `max_model_len`)."""
 

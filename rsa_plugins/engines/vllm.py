@@ -1,22 +1,26 @@
-"""In-process vLLM engine: every RSA step is one `vllm.LLM.generate` call.
+"""In-process vLLM engines: `VLLMEngine` (lockstep: one `vllm.LLM.generate` per RSA step) and
+`AsyncVLLMEngine` (barrier-free: vLLM's `AsyncLLM`, each problem moves on as soon as its own
+N generations are done, so the GPU never idles at a step's tail).
 
-The engine prefers lockstep, so the loop hands it every problem's requests of a step at once
-(the first step as one request with ``n=N`` per problem).  Chat messages are rendered with the
-model's own chat template and tokenised here, and each prompt is fitted to the context: the
-generation budget shrinks to the room left; a prompt that leaves no room fails alone (as a
-`Completion` with `error`), it does not sink the batch.  With `think_end_token` the text before
-the last marker is kept apart as `reasoning`, so candidate views show it only when asked
-(``include_reasoning``).
+Chat messages are rendered with the model's own chat template and tokenised here, and each
+prompt is fitted to the context: the generation budget shrinks to the room left; a prompt that
+leaves no room fails alone (as a `Completion` with `error`), it does not sink the batch.  With
+`think_end_token` the text before the last marker is kept apart as `reasoning`, so candidate
+views show it only when asked (``include_reasoning``).
 
     engine = VLLMEngine("HuggingFaceTB/SmolLM2-135M-Instruct", max_model_len=2048)
+    engine = AsyncVLLMEngine("Qwen/Qwen3-4B-Instruct-2507", max_model_len=40960)
     results = rsa_plugins.run(problems, model=engine, population=8, steps=3)
 
-`make_engine("vllm:<path or id>", ...)` builds one from a model string; options that are not
-the engine's own go to ``vllm.LLM`` unchanged.
+`make_engine("vllm:<path or id>", ...)` builds a `VLLMEngine`, ``"vllm-async:<path or id>"`` an
+`AsyncVLLMEngine`; options that are not the engine's own go to ``vllm.LLM`` /
+``vllm.AsyncEngineArgs`` unchanged.
 """
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -28,65 +32,34 @@ from .base import Engine
 Render = Callable[[Request], str]
 #: encode(texts) -> token ids for each text, as the model expects them (BOS included)
 Encode = Callable[[list[str]], list[list[int]]]
+#: sampling_hook(request) -> extra SamplingParams fields for it (e.g. forced lengths in benchmarks)
+SamplingHook = Callable[[Request], dict[str, Any]]
 
 
-class VLLMEngine(Engine):
-    """Generations from a `vllm.LLM` running in this process.
+class _VLLMPrompts(Engine):
+    """What both vLLM engines share: chat rendering, tokenising, fitting and parsing outputs."""
 
-    `model` is a checkpoint path / hub id (an `LLM` is built with `llm_kwargs`) or an existing
-    `vllm.LLM`.  `stop`: stop strings for every request.  `render` / `encode` replace the chat
-    rendering and tokenisation (the lm-eval adapter uses them to keep lm-eval's own prompt for
-    the first step).  ``calls`` counts `LLM.generate` calls and ``generate_seconds`` the time
-    spent inside them.
-    """
+    tokenizer: Any
+    max_model_len: int | None
 
-    name = "vllm"
-    supports_n = True
-    prefers_lockstep = True
-
-    def __init__(self, model: Any, *, tokenizer: Any = None, max_model_len: int | None = None,
-                 stop: Sequence[str] | None = None, think_end_token: str | None = None,
-                 chat_template: str | None = None, chat_template_kwargs: dict[str, Any] | None = None,
-                 render: Render | None = None, encode: Encode | None = None,
-                 use_tqdm: bool = False, lora_request: Any = None, concurrency: int | None = None,
-                 **llm_kwargs: Any) -> None:
-        del concurrency  # a LiteLLM option `rsa_plugins.run` passes to every engine; vLLM batches
-        if isinstance(model, str):
-            from vllm import LLM
-
-            if max_model_len is not None:
-                llm_kwargs.setdefault("max_model_len", int(max_model_len))
-            if _on_cpu():
-                # vLLM's CPU build crashes ("CPU Generator does not use offset") when seeded
-                # requests meet chunked prefill; a large prefill budget avoids the chunking
-                llm_kwargs.setdefault("max_num_batched_tokens", 16384)
-            self.llm = LLM(model=model, **llm_kwargs)
-            self.model_name = model
-        else:
-            if llm_kwargs:
-                raise TypeError(f"options {sorted(llm_kwargs)} only apply when VLLMEngine builds "
-                                "the LLM itself (pass a model path, not an LLM)")
-            self.llm = model
-            try:
-                self.model_name = str(model.llm_engine.model_config.model)
-            except AttributeError:
-                self.model_name = type(model).__name__
-        self.tokenizer = tokenizer if tokenizer is not None else self.llm.get_tokenizer()
-        engine_len = _engine_max_len(self.llm)
+    def _setup(self, tokenizer: Any, max_model_len: int | None, engine_len: int | None,
+               stop: Sequence[str] | None, think_end_token: str | None,
+               chat_template: str | None, chat_template_kwargs: dict[str, Any] | None,
+               render: Render | None, encode: Encode | None,
+               sampling_hook: SamplingHook | None) -> None:
+        self.tokenizer = tokenizer
         self.max_model_len = min(x for x in (max_model_len, engine_len) if x) if (
             max_model_len or engine_len) else None
         self.stop = list(stop or [])
         self.think_end_token = think_end_token
         self.chat_template = chat_template
         self.chat_template_kwargs = dict(chat_template_kwargs or {})
-        self._render, self._encode = render, encode
-        self.use_tqdm, self.lora_request = use_tqdm, lora_request
-        self.calls = 0
-        self.generate_seconds = 0.0
-        #: token ids and max_tokens of the last batch (for benchmarks and tests)
+        self._render, self._encode, self.sampling_hook = render, encode, sampling_hook
+        #: token ids, max_tokens and n of the last batch (for benchmarks and tests)
         self.last_batch: list[tuple[list[int], int, int]] = []
-
-    # ----------------------------------------------------------------- prompts
+        #: prompt tokens sent and those vLLM found in its prefix cache
+        self.prompt_tokens_sent = 0
+        self.cached_tokens = 0
 
     def render(self, req: Request) -> str:
         """The prompt text of a request: its messages through the chat template, if any."""
@@ -104,66 +77,58 @@ class VLLMEngine(Engine):
         if self._encode is not None:
             return self._encode(texts)
         bos = getattr(self.tokenizer, "bos_token", None)
-        return [self.tokenizer.encode(t, add_special_tokens=not (bos and t.startswith(bos)))
-                for t in texts]
+        with_bos = [bool(bos) and t.startswith(bos) for t in texts]
+        out: list[list[int]] = [[] for _ in texts]
+        for has_bos in (True, False):  # one batch call each: fast tokenizers encode in parallel
+            where = [i for i, b in enumerate(with_bos) if b == has_bos]
+            if where:
+                ids = self.tokenizer([texts[i] for i in where],
+                                     add_special_tokens=not has_bos)["input_ids"]
+                for i, x in zip(where, ids):
+                    out[i] = list(x)
+        return out
 
     async def prompt_tokens(self, messages: list[dict[str, str]]) -> int:
         """Exact prompt length: the messages rendered by the chat template, then encoded."""
         return len(self.encode([self.render(Request(messages=messages, seed=0))])[0])
 
-    # ----------------------------------------------------------------- generation
+    def prompt_tokens_bound(self, messages: list[dict[str, str]]) -> int | None:
+        """Characters of the rendered prompt (+1 for a BOS): no token is shorter than one."""
+        return len(self.render(Request(messages=messages, seed=0))) + 1
 
-    async def generate(self, requests: Sequence[Request]) -> list[list[Completion]]:
-        from vllm import SamplingParams, TokensPrompt
+    def _sampling(self, req: Request, toks: list[int]) -> tuple[Any, list[Completion] | None]:
+        """(SamplingParams, None) for a request, or (None, its failed completions)."""
+        from vllm import SamplingParams
 
-        ids = self.encode([self.render(r) for r in requests])
-        out: list[list[Completion] | None] = [None] * len(requests)
-        prompts, params, where = [], [], []
-        for i, (req, toks) in enumerate(zip(requests, ids)):
-            max_tokens = req.max_tokens
-            if self.max_model_len:
-                room = self.max_model_len - len(toks)
-                if room < 1:
-                    msg = (f"prompt of {len(toks)} tokens leaves no room to generate in the "
-                           f"context of {self.max_model_len} tokens")
-                    out[i] = [Completion(error=msg) for _ in range(req.n)]
-                    continue
-                max_tokens = min(max_tokens or room, room)
-            sampling: dict[str, Any] = {"n": req.n, "seed": req.seed,
-                                        "temperature": req.temperature, "max_tokens": max_tokens}
-            if req.top_p is not None:
-                sampling["top_p"] = req.top_p
-            if self.stop and not self.think_end_token:
-                # with thinking, stops (often "\n\n") would fire inside the thinking: they
-                # are applied to the answer afterwards instead, as lm-eval's vLLM backend does
-                sampling["stop"] = list(self.stop)
-            sampling.update(req.extra)
-            try:
-                params.append(SamplingParams(**sampling))
-            except (TypeError, ValueError) as exc:
-                out[i] = [Completion(error=f"bad sampling parameters: {exc}") for _ in range(req.n)]
-                continue
-            prompts.append(TokensPrompt(prompt_token_ids=toks))
-            where.append(i)
-        self.last_batch = [(ids[i], p.max_tokens or 0, p.n) for i, p in zip(where, params)]
-        if prompts:
-            started = time.perf_counter()
-            try:
-                results = self.llm.generate(prompts, sampling_params=params, use_tqdm=self.use_tqdm,
-                                            lora_request=self.lora_request)
-            except Exception as exc:  # noqa: BLE001 - the whole batch failed: report it per request
-                results = None
-                error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
-            finally:
-                self.calls += 1
-                self.generate_seconds += time.perf_counter() - started
-            for j, i in enumerate(where):
-                n = requests[i].n
-                out[i] = ([Completion(error=error) for _ in range(n)] if results is None
-                          else self._completions(results[j], len(ids[i])))
-        return [c if c is not None else [] for c in out]
+        room = self.max_model_len - len(toks) if self.max_model_len else None
+        if room is not None and room < 1:
+            msg = (f"prompt of {len(toks)} tokens leaves no room to generate in the "
+                   f"context of {self.max_model_len} tokens")
+            return None, [Completion(error=msg) for _ in range(req.n)]
+        sampling: dict[str, Any] = {"n": req.n, "seed": req.seed,
+                                    "temperature": req.temperature, "max_tokens": req.max_tokens}
+        if req.top_p is not None:
+            sampling["top_p"] = req.top_p
+        if self.stop and not self.think_end_token:
+            # with thinking, stops (often "\n\n") would fire inside the thinking: they are
+            # applied to the answer afterwards instead, as lm-eval's vLLM backend does
+            sampling["stop"] = list(self.stop)
+        sampling.update(req.extra)
+        if self.sampling_hook is not None:
+            sampling.update(self.sampling_hook(req))
+        if room is not None:  # the generation budget never exceeds the room left
+            sampling["max_tokens"] = min(sampling["max_tokens"] or room, room)
+            if sampling.get("min_tokens"):
+                sampling["min_tokens"] = min(sampling["min_tokens"], sampling["max_tokens"])
+        try:
+            return SamplingParams(**sampling), None
+        except Exception as exc:  # noqa: BLE001 - vLLM's own validation errors vary by release
+            return None, [Completion(error=f"bad sampling parameters: {exc}")
+                          for _ in range(req.n)]
 
     def _completions(self, result: Any, prompt_tokens: int) -> list[Completion]:
+        self.prompt_tokens_sent += prompt_tokens
+        self.cached_tokens += getattr(result, "num_cached_tokens", None) or 0
         comps = []
         for k, o in enumerate(result.outputs):
             text, reasoning = o.text, None
@@ -179,15 +144,202 @@ class VLLMEngine(Engine):
                 completion_tokens=len(o.token_ids), finish_reason=o.finish_reason))
         return comps
 
+    @property
+    def prefix_hit_rate(self) -> float:
+        """Share of prompt tokens served from vLLM's prefix cache so far."""
+        return self.cached_tokens / self.prompt_tokens_sent if self.prompt_tokens_sent else 0.0
+
     def describe(self) -> dict[str, object]:
         return {"engine": self.name, "model": self.model_name, "max_model_len": self.max_model_len}
 
 
-def _engine_max_len(llm: Any) -> int | None:
+class VLLMEngine(_VLLMPrompts):
+    """Generations from a `vllm.LLM` running in this process, one `generate` call per step.
+
+    `model` is a checkpoint path / hub id (an `LLM` is built with `llm_kwargs`) or an existing
+    `vllm.LLM`.  `stop`: stop strings for every request.  `render` / `encode` replace the chat
+    rendering and tokenisation (the lm-eval adapter uses them to keep lm-eval's own prompt for
+    the first step).  `sampling_hook(request)` adds SamplingParams fields per request.
+    ``calls`` counts `LLM.generate` calls and ``generate_seconds`` the time inside them.
+    """
+
+    name = "vllm"
+    supports_n = True
+    prefers_lockstep = True
+
+    def __init__(self, model: Any, *, tokenizer: Any = None, max_model_len: int | None = None,
+                 stop: Sequence[str] | None = None, think_end_token: str | None = None,
+                 chat_template: str | None = None, chat_template_kwargs: dict[str, Any] | None = None,
+                 render: Render | None = None, encode: Encode | None = None,
+                 sampling_hook: SamplingHook | None = None,
+                 use_tqdm: bool = False, lora_request: Any = None, concurrency: int | None = None,
+                 **llm_kwargs: Any) -> None:
+        del concurrency  # a LiteLLM option `rsa_plugins.run` passes to every engine; vLLM batches
+        if isinstance(model, str):
+            from vllm import LLM
+
+            self.llm = LLM(model=model, **_engine_options(max_model_len, llm_kwargs))
+            self.model_name = model
+        else:
+            if llm_kwargs:
+                raise TypeError(f"options {sorted(llm_kwargs)} only apply when VLLMEngine builds "
+                                "the LLM itself (pass a model path, not an LLM)")
+            self.llm = model
+            self.model_name = _model_name(model.llm_engine if hasattr(model, "llm_engine") else model)
+        self._setup(tokenizer if tokenizer is not None else self.llm.get_tokenizer(),
+                    max_model_len, _engine_max_len(getattr(self.llm, "llm_engine", None)), stop,
+                    think_end_token, chat_template, chat_template_kwargs, render, encode,
+                    sampling_hook)
+        self.use_tqdm, self.lora_request = use_tqdm, lora_request
+        self.calls = 0
+        self.generate_seconds = 0.0
+
+    async def generate(self, requests: Sequence[Request]) -> list[list[Completion]]:
+        from vllm import TokensPrompt
+
+        ids = self.encode([self.render(r) for r in requests])
+        out: list[list[Completion] | None] = [None] * len(requests)
+        prompts, params, where = [], [], []
+        for i, (req, toks) in enumerate(zip(requests, ids)):
+            sp, failed = self._sampling(req, toks)
+            if sp is None:
+                out[i] = failed
+                continue
+            prompts.append(TokensPrompt(prompt_token_ids=toks))
+            params.append(sp)
+            where.append(i)
+        self.last_batch = [(ids[i], p.max_tokens or 0, p.n) for i, p in zip(where, params)]
+        if prompts:
+            started = time.perf_counter()
+            try:
+                results = self.llm.generate(prompts, sampling_params=params, use_tqdm=self.use_tqdm,
+                                            lora_request=self.lora_request)
+            except Exception as exc:  # noqa: BLE001 - the whole batch failed: report it per request
+                results, error = None, _error_text(exc)
+            finally:
+                self.calls += 1
+                self.generate_seconds += time.perf_counter() - started
+            for j, i in enumerate(where):
+                n = requests[i].n
+                out[i] = ([Completion(error=error) for _ in range(n)] if results is None
+                          else self._completions(results[j], len(ids[i])))
+        return [c if c is not None else [] for c in out]
+
+
+class AsyncVLLMEngine(_VLLMPrompts):
+    """Generations from vLLM's `AsyncLLM` in this process, every request on its own.
+
+    The loop then runs barrier-free: a problem's next step is submitted as soon as its own
+    population is done, while other problems are still generating, so vLLM's continuous
+    batching always has work.  With ``lockstep=True`` in the RSA config the loop still sends
+    a whole step at once (the paper's batching) through the same engine.
+
+    `model` is a checkpoint path / hub id (an `AsyncLLM` is built from `AsyncEngineArgs` with
+    `engine_kwargs`) or an existing `AsyncLLM`.  The engine belongs to the event loop it first
+    generates on: `rsa_plugins.run` keeps one background loop for that.  `n_per_request=False`
+    sends each sample of the first step as its own request (its own seed, and its own
+    `sampling_hook` call).  ``requests`` counts requests sent; ``in_flight_max`` the most at once.
+    """
+
+    name = "vllm-async"
+    prefers_lockstep = False
+
+    def __init__(self, model: Any, *, tokenizer: Any = None, max_model_len: int | None = None,
+                 stop: Sequence[str] | None = None, think_end_token: str | None = None,
+                 chat_template: str | None = None, chat_template_kwargs: dict[str, Any] | None = None,
+                 render: Render | None = None, encode: Encode | None = None,
+                 sampling_hook: SamplingHook | None = None, n_per_request: bool = True,
+                 lora_request: Any = None, concurrency: int | None = None,
+                 **engine_kwargs: Any) -> None:
+        del concurrency  # vLLM's scheduler decides how many run at once
+        if isinstance(model, str):
+            from vllm import AsyncEngineArgs
+            from vllm.v1.engine.async_llm import AsyncLLM
+
+            options = _engine_options(max_model_len, engine_kwargs)
+            self.llm = AsyncLLM.from_engine_args(AsyncEngineArgs(model=model, **options))
+            self.model_name = model
+        else:
+            if engine_kwargs:
+                raise TypeError(f"options {sorted(engine_kwargs)} only apply when AsyncVLLMEngine "
+                                "builds the engine itself (pass a model path, not an AsyncLLM)")
+            self.llm = model
+            self.model_name = _model_name(model)
+        self.supports_n = bool(n_per_request)
+        self._setup(tokenizer if tokenizer is not None else self.llm.get_tokenizer(),
+                    max_model_len, _engine_max_len(self.llm), stop, think_end_token,
+                    chat_template, chat_template_kwargs, render, encode, sampling_hook)
+        self.lora_request = lora_request
+        self._ids = itertools.count()
+        self.requests = 0
+        self.in_flight = self.in_flight_max = 0
+
+    async def generate(self, requests: Sequence[Request]) -> list[list[Completion]]:
+        ids = self.encode([self.render(r) for r in requests])
+        return list(await asyncio.gather(*(self._one(r, t) for r, t in zip(requests, ids))))
+
+    async def _one(self, req: Request, toks: list[int]) -> list[Completion]:
+        from vllm import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        sp, failed = self._sampling(req, toks)
+        if sp is None:
+            return failed or []
+        sp.output_kind = RequestOutputKind.FINAL_ONLY  # one output per request, not per token
+        self.requests += 1
+        self.in_flight += 1
+        self.in_flight_max = max(self.in_flight_max, self.in_flight)
+        final = None
+        try:
+            async for out in self.llm.generate(TokensPrompt(prompt_token_ids=toks), sp,
+                                               f"rsa-{next(self._ids)}",
+                                               lora_request=self.lora_request):
+                final = out
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - this request failed; the others go on
+            return [Completion(error=_error_text(exc)) for _ in range(req.n)]
+        finally:
+            self.in_flight -= 1
+        if final is None:
+            return [Completion(error="vLLM returned no output") for _ in range(req.n)]
+        return self._completions(final, len(toks))
+
+    async def aclose(self) -> None:
+        """Stop vLLM's engine processes (the engine cannot generate afterwards)."""
+        shutdown = getattr(self.llm, "shutdown", None)
+        if shutdown is not None:
+            shutdown()
+
+
+def _engine_options(max_model_len: int | None, options: dict[str, Any]) -> dict[str, Any]:
+    options = dict(options)
+    if max_model_len is not None:
+        options.setdefault("max_model_len", int(max_model_len))
+    if _on_cpu():
+        # vLLM's CPU build crashes ("CPU Generator does not use offset") when seeded requests
+        # meet chunked prefill; a large prefill budget avoids the chunking
+        options.setdefault("max_num_batched_tokens", 16384)
+    return options
+
+
+def _model_name(engine: Any) -> str:
     try:
-        return int(llm.llm_engine.model_config.max_model_len)
+        return str(engine.model_config.model)
+    except AttributeError:
+        return type(engine).__name__
+
+
+def _engine_max_len(engine: Any) -> int | None:
+    try:
+        return int(engine.model_config.max_model_len)
     except (AttributeError, TypeError, ValueError):
         return None
+
+
+def _error_text(exc: BaseException) -> str:
+    first = str(exc).splitlines()[0][:300] if str(exc) else ""
+    return f"{type(exc).__name__}: {first}"
 
 
 def _on_cpu() -> bool:
