@@ -1,6 +1,6 @@
 """The accuracy study (integrations/accuracy): statistics, tables and plots on synthetic output,
 trace collection, bad arguments, and the commands of docs/results.md on the real SmolLM2
-(the pilot's study.py and analyze.py commands, writing runs/accuracy-pilot and docs/results
+(the study's study.py and analyze.py commands, writing runs/accuracy-cpu160 and docs/results
 there, are run shrunk into a temporary directory; the GPU command is dry-run)."""
 
 from __future__ import annotations
@@ -262,7 +262,7 @@ def test_results_doc_shows_the_pilot_and_gpu_commands() -> None:
     assert (False, "study.py") in scripts and (False, "analyze.py") in scripts
     assert (True, "study.py") in scripts
     text = DOC.read_text()
-    assert "CPU pilot" in text and "GPU run" in text
+    assert "## The study" in text and "GPU run" in text
 
 
 def test_gpu_command_plans_under_the_token_budget() -> None:
