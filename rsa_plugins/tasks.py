@@ -54,7 +54,8 @@ def reasoning_gym_problems(dataset: str, limit: int = 20, seed: int = 0,
         def score(answer: Any, text: str, problem: Problem, entry: dict = entry) -> float:
             return float(data.score_answer(None if answer is None else str(answer), entry))
 
-        metadata: dict[str, Any] = {"dataset": dataset, "index": i, "seed": seed}
+        # enough to rebuild the entry elsewhere (e.g. a reward function scoring training rows)
+        metadata: dict[str, Any] = {"dataset": dataset, "index": i, "seed": seed, "size": limit}
         if number:
             metadata["format_hint"] = NUMBER_HINT
         problems.append(Problem(

@@ -161,12 +161,7 @@ def reasoning_gym_training_problems(datasets: Sequence[str], limit: int, seed: i
     needs to rebuild the entry and score with reasoning-gym (dataset, seed, index, size)."""
     from .tasks import reasoning_gym_problems
 
-    problems = []
-    for name in datasets:
-        for p in reasoning_gym_problems(name, limit, seed):
-            p.metadata["size"] = limit
-            problems.append(p)
-    return problems
+    return [p for name in datasets for p in reasoning_gym_problems(name, limit, seed)]
 
 
 def check_unique_ids(problems: Sequence[Problem]) -> None:

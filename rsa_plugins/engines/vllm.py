@@ -295,8 +295,6 @@ class AsyncVLLMEngine(_VLLMPrompts):
                                                f"rsa-{next(self._ids)}",
                                                lora_request=self.lora_request):
                 final = out
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:  # noqa: BLE001 - this request failed; the others go on
             return [Completion(error=_error_text(exc)) for _ in range(req.n)]
         finally:
