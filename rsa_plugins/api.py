@@ -33,14 +33,25 @@ def as_problem(item: ProblemLike, scorer: Scorer | None = None) -> Problem:
 
 
 def make_engine(model: str | Engine | Any, api_base: str | None = None, **options: Any) -> Engine:
-    """An engine for a model string: ``vllm:<path or id>`` runs vLLM in this process (one
-    batch per step), ``vllm-async:<path or id>`` runs vLLM's async engine in this process
-    (barrier-free), anything else goes through LiteLLM (a `litellm.Router` is accepted too)."""
+    """An engine for a model string: ``embedded`` runs the embedded SmolLM2-135M-Instruct on
+    vLLM in this process with the CPU settings of ``rsa``, ``vllm:<path or id>`` runs vLLM in
+    this process (one batch per step), ``vllm-async:<path or id>`` runs vLLM's async engine in
+    this process (barrier-free), anything else goes through LiteLLM (a `litellm.Router` is
+    accepted too).  ``verbose=True`` leaves vLLM's and LiteLLM's logs on."""
     if isinstance(model, Engine):
         return model
+    from .embedded import NAME, embedded_engine, quiet
+
+    verbose = bool(options.pop("verbose", False))
+    if model == NAME:
+        options.pop("concurrency", None)  # vLLM batches: a LiteLLM option `run` passes
+        return embedded_engine(verbose, **options)
+    quiet(verbose)
     if model is None:
-        raise ValueError("model is required: a LiteLLM model string such as 'openai/gpt-4o-mini' "
-                         "or 'hosted_vllm/NAME' (with api_base), or 'vllm:<path>' / 'vllm-async:<path>' for in-process vLLM")
+        raise ValueError("model is required: 'embedded' (the embedded SmolLM2-135M, CPU is "
+                         "fine), a LiteLLM model string such as 'openai/gpt-4o-mini' or "
+                         "'hosted_vllm/NAME' (with api_base), or 'vllm:<path>' / "
+                         "'vllm-async:<path>' for in-process vLLM")
     if type(model).__name__ == "Router":
         from .engines.litellm import LiteLLMEngine
 

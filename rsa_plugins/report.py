@@ -1,4 +1,4 @@
-"""Turn RSA traces into per-step tables and a PNG plot.
+"""Turn RSA traces into per-step tables (the plot is `rsa_plugins.plot`).
 
 A trace's ``step`` events are its checkpoints, so a trace cut short by an interrupted run still
 gives a table (and plot) of the steps that finished.  Several traces (one per method, as
@@ -14,12 +14,6 @@ from typing import Any
 
 from .metrics import summarize
 from .trace import load
-
-#: (key, label) of the accuracy metrics, in plotting order
-ACCURACY = (("mean_accuracy", "mean accuracy (pass@1)"), ("majority_accuracy", "majority accuracy"),
-            ("pass_at_n", "pass@N"))
-DIVERSITY = ("distinct_answers", "distinct answers")
-
 
 @dataclass
 class TraceSummary:
@@ -110,14 +104,46 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 
 def step_table(summary: TraceSummary) -> str:
-    """A fixed-width per-step table (averages over the problems that reached each step)."""
+    """A fixed-width per-step table (averages over the problems that reached each step).
+
+    ``answered``: generations with an answer of the task's format, of those generated;
+    ``truncated``: generations cut by the token budget; ``failed``: calls that failed for good.
+    """
     cols = [("step", "step"), ("problems", "problems"), ("mean_accuracy", "mean_acc"),
-            ("majority_accuracy", "maj_acc"), ("pass_at_n", "pass@N"),
-            ("distinct_answers", "distinct"), ("majority_share", "maj_share"),
-            ("no_answer", "no_answer"), ("truncated", "truncated"), ("failed", "failed"),
-            ("prompt_tokens", "prompt_tok"), ("completion_tokens", "compl_tok")]
-    rows = [[_fmt(r.get(k)) for k, _ in cols] for r in summary.table]
+            ("majority_accuracy", "maj_acc"), ("pass_at_n", "pass@N"), ("answered", "answered"),
+            ("truncated", "truncated"), ("failed", "failed"), ("distinct_answers", "distinct"),
+            ("majority_share", "maj_share"), ("prompt_tokens", "prompt_tok"),
+            ("completion_tokens", "compl_tok")]
+    rows = []
+    for r in summary.table:
+        made = r.get("population", 0) + r.get("failed", 0)
+        shown = {**r, "answered": f"{answered(r)}/{r.get('population', 0)}",
+                 "truncated": f"{r.get('truncated', 0)}/{r.get('population', 0)}",
+                 "failed": f"{r.get('failed', 0)}/{made}"}
+        rows.append([_fmt(shown.get(k)) for k, _ in cols])
     return _grid([h for _, h in cols], rows)
+
+
+def answered(row: dict[str, Any]) -> int:
+    """Generations of a step (summed over problems) that gave an answer."""
+    return row.get("population", 0) - row.get("no_answer", 0)
+
+
+def share(row: dict[str, Any], key: str) -> float:
+    """answered or truncated generations as a share of the step's generations (0 if none)."""
+    made = row.get("population", 0)
+    value = answered(row) if key == "answered" else row.get(key, 0)
+    return value / made if made else 0.0
+
+
+def format_note(summary: TraceSummary) -> str | None:
+    """A plain sentence when most generations gave no answer in the task's format."""
+    made = sum(r.get("population", 0) for r in summary.table)
+    missing = sum(r.get("no_answer", 0) for r in summary.table)
+    if not made or 2 * missing <= made:
+        return None
+    return (f"the model did not follow the answer format: {missing}/{made} generations gave no "
+            "answer (a weak model or a format it cannot write; accuracies count them wrong)")
 
 
 def _grid(header: list[str], rows: list[list[str]]) -> str:
@@ -138,6 +164,9 @@ def describe(summary: TraceSummary) -> str:
             f"T={cfg.get('steps')}  model={summary.run.get('model') or summary.run.get('engine')}"
             f"  problems={summary.problems}")
     lines = [head, step_table(summary) if summary.table else "(no step finished yet)"]
+    note = format_note(summary)
+    if note:
+        lines.append(f"note: {note}")
     acc = summary.accuracy()
     if summary.finished:
         if acc is not None:
@@ -149,88 +178,6 @@ def describe(summary: TraceSummary) -> str:
                      f"finished; table covers the {done} step(s) with checkpoints "
                      f"(of {summary.steps_planned} planned)")
     return "\n".join(lines)
-
-
-def plot(summaries: Sequence[TraceSummary], out: str | Path, title: str | None = None) -> Path:
-    """Write the PNG of `figure` to `out`."""
-    import matplotlib.pyplot as plt
-
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig = figure(summaries, title)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
-
-
-def figure(summaries: Sequence[TraceSummary], title: str | None = None) -> Any:
-    """Accuracy metrics and answer diversity per step, as a matplotlib figure.
-
-    One trace: two panels, accuracy (one curve per metric) and distinct answers, against the
-    step.  Several traces (methods): one panel per metric, one line per method, against the
-    generations spent per problem, so methods of equal compute line up.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if len(summaries) == 1:
-        s = summaries[0]
-        steps = [r["step"] for r in s.table]
-        fig, (ax_acc, ax_div) = plt.subplots(1, 2, figsize=(11, 4.2))
-        for i, (key, label) in enumerate(ACCURACY):
-            rows = [r for r in s.table if key in r]
-            if rows:  # distinct markers and dashes: equal curves stay visible
-                ax_acc.plot([r["step"] for r in rows], [r[key] for r in rows], **_style(i),
-                            label=label)
-        ax_acc.set(xlabel="step", ylabel="accuracy", ylim=(-0.03, 1.03), title="accuracy")
-        ax_div.plot(steps, [r.get(DIVERSITY[0], 0) for r in s.table], marker="o",
-                    color="tab:purple", label=DIVERSITY[1])
-        ax_div.set(xlabel="step", ylabel="answers", title="answer diversity (mean per problem)")
-        ax_div.set_ylim(bottom=0)
-        for ax in (ax_acc, ax_div):
-            ax.grid(alpha=0.3)
-            if ax.get_lines():
-                ax.legend()
-            if steps:
-                ax.set_xticks(steps)
-        fig.suptitle(title or _title(s))
-    else:
-        fig, axes = plt.subplots(2, 2, figsize=(11, 8))
-        for ax, (key, label) in zip(axes.flat, [*ACCURACY, DIVERSITY]):
-            for i, s in enumerate(summaries):
-                xs, ys, total = [], [], 0
-                for r in s.table:
-                    total += r["requested_per_problem"]
-                    if key in r:
-                        xs.append(total)
-                        ys.append(r[key])
-                if xs:
-                    ax.plot(xs, ys, **_style(i), label=s.method)
-            ax.set(xlabel="generations per problem", ylabel=label, title=label)
-            if key != DIVERSITY[0]:
-                ax.set_ylim(-0.03, 1.03)
-            else:
-                ax.set_ylim(bottom=0)
-            ax.grid(alpha=0.3)
-            if ax.get_lines():
-                ax.legend(fontsize=8)
-        fig.suptitle(title or "methods compared on the same problems")
-    fig.tight_layout()
-    return fig
-
-
-def _style(i: int) -> dict[str, Any]:
-    return {"marker": "osD^v*"[i % 6], "linestyle": ("-", "--", ":", "-.")[i % 4],
-            "markersize": 9 - 2 * (i % 3)}
-
-
-def _title(s: TraceSummary) -> str:
-    cfg = s.config
-    task = s.run.get("task")
-    return (f"{s.method}{f' on {task}' if task else ''}: N={cfg.get('population')} "
-            f"K={cfg.get('aggregation_size')} T={cfg.get('steps')}, {s.problems} problems")
 
 
 def totals(summary: TraceSummary) -> dict[str, int]:
@@ -259,6 +206,7 @@ def compare_rows(summaries: Sequence[TraceSummary]) -> list[dict[str, Any]]:
                      "tokens": round((first["prompt_tokens"] + first["completion_tokens"])
                                      * first["problems"] / n),
                      "accuracy": first["mean_accuracy"],
+                     "final_answered": share(first, "answered"),
                      "note": f"step-1 mean accuracy of {base.method}"})
     for s in summaries:
         cfg, tot = s.config, totals(s)
@@ -269,6 +217,7 @@ def compare_rows(summaries: Sequence[TraceSummary]) -> list[dict[str, Any]]:
                      "generations": tot["generations"], "tokens": tot["tokens"],
                      "accuracy": s.accuracy(), "final_mean_accuracy": last.get("mean_accuracy"),
                      "final_pass_at_n": last.get("pass_at_n"),
+                     "final_answered": share(last, "answered") if last else None,
                      "note": "" if s.finished else "incomplete"})
     return rows
 
@@ -279,6 +228,6 @@ def compare_table(rows: Sequence[dict[str, Any]]) -> str:
             ("generations_per_problem", "gen/problem"), ("generations", "generations"),
             ("tokens", "tokens"), ("accuracy", "accuracy"),
             ("final_mean_accuracy", "final_mean_acc"), ("final_pass_at_n", "final_pass@N"),
-            ("note", "note")]
+            ("final_answered", "final_answered"), ("note", "note")]
     body = [[_fmt(r.get(k)) for k, _ in cols] for r in rows]
     return _grid([h for _, h in cols], body)

@@ -159,7 +159,7 @@ def reasoning_gym_training_problems(datasets: Sequence[str], limit: int, seed: i
                                     ) -> list[Problem]:
     """`limit` reasoning-gym problems of each dataset; metadata records what a reward function
     needs to rebuild the entry and score with reasoning-gym (dataset, seed, index, size)."""
-    from .tasks import reasoning_gym_problems
+    from .reasoning_gym import reasoning_gym_problems
 
     return [p for name in datasets for p in reasoning_gym_problems(name, limit, seed)]
 

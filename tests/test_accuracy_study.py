@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from rsa_plugins.tasks import reasoning_gym_problems
+from rsa_plugins.reasoning_gym import reasoning_gym_problems
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "results.md"

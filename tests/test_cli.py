@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 
 from fakes import make_fake_llm
-from rsa_plugins import cli
+from rsa_plugins import cli, embedded, runs
 from rsa_plugins.config import RSAConfig
-from rsa_plugins.report import figure, summarize_trace
+from rsa_plugins.plot import figure
+from rsa_plugins.report import summarize_trace
 from rsa_plugins.trace import load
 
 # answers in <answer> tags (reasoning-gym format), wrapped by the script in \boxed{...}
@@ -34,11 +35,14 @@ def rsa_exe() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "rsa_plugins.cli"]
 
 
-def run_rsa(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_rsa(*args: str, timeout: float = 120, drop: tuple[str, ...] = (),
+            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """The `rsa` command in a subprocess; `drop`: environment variables it must not see."""
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "HF_HUB_OFFLINE": "1"}
-    env.pop("RSA_DEBUG", None)
+    for name in ("RSA_DEBUG", *drop):
+        env.pop(name, None)
     return subprocess.run([*rsa_exe(), *args], capture_output=True, text=True, timeout=timeout,
-                          env=env)
+                          env=env, cwd=cwd)
 
 
 def generations(trace: Path) -> list[dict]:
@@ -54,7 +58,7 @@ def fake_llm():
 
 def test_compare_gives_majority_vote_the_generations_of_rsa() -> None:
     base = RSAConfig(population=4, aggregation_size=2, steps=3, seed=5, max_tokens=99)
-    methods = cli.compare_configs(base)
+    methods = runs.compare_configs(base)
     assert list(methods) == ["majority_vote", "self_refine", "rsa"]
     maj, refine, rsa = methods["majority_vote"], methods["self_refine"], methods["rsa"]
     assert maj.generations_per_problem == rsa.generations_per_problem == 12
@@ -68,16 +72,20 @@ def test_compare_gives_majority_vote_the_generations_of_rsa() -> None:
 
 def test_embedded_model_gets_small_defaults_and_flags_win() -> None:
     parser = cli.build_parser()
-    cfg = cli.make_config(parser.parse_args(["eval", "--task", "rg:x"]))
-    assert (cfg.population, cfg.aggregation_size, cfg.steps, cfg.max_tokens) == (
-        cli.EMBEDDED_DEFAULTS["population"], cli.EMBEDDED_DEFAULTS["aggregation_size"],
-        cli.EMBEDDED_DEFAULTS["steps"], cli.EMBEDDED_DEFAULTS["max_tokens"])
-    cfg = cli.make_config(parser.parse_args(["eval", "--task", "rg:x", "-T", "5", "-N", "6"]))
-    assert (cfg.population, cfg.steps) == (6, 5)
-    assert cfg.aggregation_size == cli.EMBEDDED_DEFAULTS["aggregation_size"]
-    # with a model given, the paper's defaults
+    small = embedded.RSA_DEFAULTS
+    for argv in (["eval"], ["eval", "--model", "embedded"], ["run", "p"]):
+        cfg = cli.make_config(parser.parse_args(argv))
+        assert {k: getattr(cfg, k) for k in small} == small
+    cfg = cli.make_config(parser.parse_args(["eval", "--task", "rg:x", "-T", "5", "-N", "6",
+                                             "--temperature", "1"]))
+    assert (cfg.population, cfg.steps, cfg.temperature) == (6, 5, 1.0)
+    assert cfg.aggregation_size == small["aggregation_size"]
+    # with a model given, RSAConfig's defaults (the paper's)
     cfg = cli.make_config(parser.parse_args(["eval", "--task", "rg:x", "--model", "openai/m"]))
-    assert (cfg.population, cfg.aggregation_size, cfg.steps) == (16, 4, 10)
+    paper = RSAConfig()
+    assert (cfg.population, cfg.aggregation_size, cfg.steps, cfg.max_tokens, cfg.temperature) \
+        == (paper.population, paper.aggregation_size, paper.steps, paper.max_tokens,
+            paper.temperature)
     cfg = cli.make_config(parser.parse_args(["run", "p", "--model", "openai/m", "-N", "2"]))
     assert (cfg.population, cfg.aggregation_size) == (2, 2)
 
@@ -115,6 +123,14 @@ def test_eval_compare_runs_every_method_on_the_same_problems(fake_llm, tmp_path:
     for m in methods:
         marks = [p["correct"][m] for p in summary["problems"]]
         assert methods[m]["accuracy"] == pytest.approx(sum(map(bool, marks)) / len(marks))
+    # the closing lines give each method its own time, then the whole run's
+    for m in methods:
+        assert methods[m]["seconds"] >= 0
+        line = next(ln for ln in printed.splitlines() if ln.startswith(f"{m}: accuracy"))
+        assert f"{methods[m]['generations']} generations" in line
+        assert line.endswith(f"{methods[m]['seconds']:.0f} s")
+    assert any(ln.startswith("total: ") and "starting the engine" in ln
+               for ln in printed.splitlines())
     rows = {r["method"]: r for r in summary["compare"]}
     assert rows["single sample"]["generations_per_problem"] == 1
     first = methods["majority_vote"]["per_step"][0]
@@ -165,7 +181,7 @@ def test_report_of_an_interrupted_trace_covers_the_finished_steps(fake_llm, tmp_
     assert finished[1] == finished[2] == 2  # both problems reached steps 1 and 2
     done = sum(1 for ln in kept if '"event": "result"' in ln)
     assert f"incomplete run: {done}/2 problems finished" in proc.stdout
-    assert cut.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    assert (cut.parent / "report.png").read_bytes()[:4] == b"\x89PNG"  # as --help says
 
 
 def test_plot_has_one_curve_per_metric_and_one_line_per_method(fake_llm, tmp_path: Path) -> None:
@@ -174,15 +190,19 @@ def test_plot_has_one_curve_per_metric_and_one_line_per_method(fake_llm, tmp_pat
                      "2", "-T", "2", "--model", "fakellm/x", "--compare", "--out", str(out),
                      "--no-progress"]) == 0
     rsa = summarize_trace(out / "trace-rsa.jsonl")
-    acc, div = figure([rsa]).axes
+    acc, fmt, div = figure([rsa]).axes
     assert [ln.get_label() for ln in acc.get_lines()] == [
         "mean accuracy (pass@1)", "majority accuracy", "pass@N"]
+    assert [ln.get_label() for ln in fmt.get_lines()] == ["answered", "truncated"]
+    assert list(fmt.get_lines()[0].get_ydata()) == [1.0, 1.0]  # the script always answers
+    assert list(fmt.get_lines()[1].get_ydata()) == [0.0, 0.0]
     assert [ln.get_label() for ln in div.get_lines()] == ["distinct answers"]
     assert list(acc.get_lines()[0].get_xdata()) == [1, 2]
     methods = [summarize_trace(out / f"trace-{m}.jsonl") for m in
                ("majority_vote", "self_refine", "rsa")]
     axes = figure(methods).axes
-    assert len(axes) == 4
+    assert len(axes) == 6
+    assert {ax.get_title() for ax in axes} >= {"answered (share)", "truncated (share)"}
     for ax in axes:
         assert [ln.get_label() for ln in ax.get_lines()] == ["majority_vote", "self_refine", "rsa"]
     # x is generations per problem: majority vote's single point sits at RSA's last one
@@ -196,13 +216,16 @@ def test_report_of_a_directory_compares_its_traces(fake_llm, tmp_path: Path) -> 
     assert cli.main(["eval", "--task", "rg:basic_arithmetic", "--limit", "2", "-N", "2", "-K",
                      "1", "-T", "2", "--model", "fakellm/x", "--compare", "--out", str(out),
                      "--no-progress"]) == 0
-    (out / "report.png").unlink()
-    proc = run_rsa("report", str(out))
-    assert proc.returncode == 0, proc.stderr
+    written = (out / "report.png").read_bytes()  # rsa eval's plot
+    for name in ("report-2.png", "report-3.png"):  # never overwrites: a fresh name each time
+        proc = run_rsa("report", str(out))
+        assert proc.returncode == 0, proc.stderr
+        assert f"plot: {out / name}" in proc.stdout
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
     assert "compared:" in proc.stdout
     for m in ("majority_vote", "self_refine", "rsa", "single sample"):
         assert m in proc.stdout
-    assert (out / "report.png").is_file()
+    assert (out / "report.png").read_bytes() == written
 
 
 # ---------------------------------------------------------------------------- bad flags
@@ -219,6 +242,10 @@ def _closed_port() -> int:
     (["run", "2+2?", "-N", "4", "-K", "0", "--model", "openai/m"], "-K/--aggregation-size"),
     (["eval", "--task", "gsm8k", "--model", "openai/m"], "unknown task 'gsm8k'"),
     (["eval", "--task", "rg:no_such_dataset", "--model", "openai/m"], "unknown task rg:no_such"),
+    (["eval", "--task", "rg:basic_arith", "--model", "openai/m"],
+     "unknown reasoning-gym dataset 'basic_arith' (did you mean basic_arithmetic?)"),
+    (["eval", "--task", "rg:product", "--answer-format", "number", "--model", "openai/m"],
+     "(did you mean products?)"),
     (["eval", "--task", "rg:basic_arithmetic", "--limit", "0", "--model", "openai/m"], "--limit"),
     (["eval", "--task", "rg:basic_arithmetic", "--bogus"], "unrecognized arguments: --bogus"),
     (["eval", "--task", "rg:basic_arithmetic", "-N", "many"], "invalid int value"),
@@ -275,3 +302,66 @@ def test_out_dir_with_a_different_config_is_refused(fake_llm, tmp_path: Path,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "was written with other settings (N=2 K=2 T=1" in err[0]
     assert (tmp_path / "o" / "trace.jsonl").read_bytes() == before
+
+
+# ---------------------------------------------------------------------------- first runs
+
+def test_eval_without_a_task_runs_the_demo(fake_llm, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture) -> None:
+    from rsa_plugins.reasoning_gym import DEMO, NUMBER_INSTRUCTION
+
+    out = tmp_path / "demo"
+    assert cli.main(["eval", "--model", "fakellm/x", "-N", "2", "-K", "2", "-T", "2", "--out",
+                     str(out), "--no-progress"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["task"] == f"rg:{DEMO.dataset}" and len(summary["problems"]) == DEMO.limit
+    firsts = [c for c in fake_llm.calls if "---- Solution" not in c["messages"][-1]["content"]]
+    assert firsts and all(c["messages"][-1]["content"].startswith("Solve the following "
+                                                                  "multiplication: ")
+                          and c["messages"][-1]["content"].endswith(NUMBER_INSTRUCTION)
+                          for c in firsts)
+    assert "the demo, products of two 1-digit numbers" in capsys.readouterr().err
+
+
+def test_report_says_when_the_model_ignores_the_answer_format(tmp_path: Path) -> None:
+    make_fake_llm(answers=("3", "4"))  # \\boxed{3}: no <answer> tags, so no answer
+    out = tmp_path / "fmt"
+    assert cli.main(["eval", "--task", "rg:basic_arithmetic", "--limit", "2", "-N", "2", "-K",
+                     "2", "-T", "2", "--model", "fakellm/x", "--out", str(out),
+                     "--no-progress"]) == 0
+    proc = run_rsa("report", str(out / "trace.jsonl"), "--no-plot")
+    assert proc.returncode == 0, proc.stderr
+    table = [ln.split() for ln in proc.stdout.splitlines() if ln[:1].isdigit()]
+    header = next(ln.split() for ln in proc.stdout.splitlines() if ln.startswith("step"))
+    col = header.index("answered")
+    assert [row[col] for row in table] == ["0/4", "0/4"]
+    assert "note: the model did not follow the answer format: 8/8 generations gave no " \
+           "answer" in proc.stdout
+
+
+@pytest.mark.parametrize("argv, instruction", [
+    (["What is 6 times 7?"], "End your response with a last line of the form ANSWER: <your "
+     "final answer>."),
+    (["What is 6 times 7?", "--kind", "math"], "End your response with the final answer "
+     "written as \\boxed{...}."),
+    (["What is 6 times 7? Put the answer in \\boxed{}."], None),  # its own format: kept
+    (["What is 6 times 7?", "--no-format"], None),
+])
+def test_run_asks_a_free_question_for_an_answer_format(fake_llm, tmp_path: Path, argv,
+                                                       instruction) -> None:
+    assert cli.main(["run", *argv, "--model", "fakellm/x", "-N", "2", "-K", "2", "-T", "2",
+                     "--out", str(tmp_path / "o"), "--no-progress"]) == 0
+    users = [c["messages"][-1]["content"] for c in fake_llm.calls]
+    aggregations = [u for u in users if "---- Solution" in u]
+    firsts = [u for u in users if u not in aggregations]
+    assert len(aggregations) == 2 and len(set(firsts)) == 1
+    first = firsts[0]
+    if instruction is None:
+        assert first == argv[0]
+    else:
+        assert first == f"{argv[0]}\n\n{instruction}"
+        clause = instruction.removeprefix("End your response with ").rstrip(".")
+        # in the problem's own text, and twice more in the aggregation prompt's wording
+        assert all(a.count(clause) == 3 for a in aggregations)
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["answer"] == "42" and summary["prompt"] == first

@@ -1,11 +1,17 @@
-"""The real `rsa` command on the real SmolLM2: over vLLM's OpenAI server and embedded in-process."""
+"""The real `rsa` command on the real SmolLM2: over vLLM's OpenAI server and embedded in-process.
+
+The README's first command and the docs' first Python example run here verbatim; their wall
+times are printed in the CI log (figures, not assertions: a shared machine's times vary).
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,6 +21,7 @@ from rsa_plugins.trace import load
 from test_cli import rsa_exe, run_rsa
 
 pytestmark = pytest.mark.real
+ROOT = Path(__file__).resolve().parents[1]
 
 SMALL = ["--task", "rg:basic_arithmetic", "--limit", "2", "-N", "2", "-K", "2",
          "--max-tokens", "48"]
@@ -126,3 +133,78 @@ def test_embedded_default_runs_in_process(smollm2_dir: Path, tmp_path: Path) -> 
     rows = [ln.split()[0] for ln in proc.stdout.splitlines() if ln[:1].isdigit()]
     assert rows == ["1", "2"]
     assert (out / "report.png").is_file()
+
+
+def readme_first_command() -> tuple[str, str]:
+    """The README's first shell command, split into its install part and its main job."""
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"```bash\n(.*?)\n```", text, re.S)
+    assert block, "README.md has no bash block"
+    install, sep, job = block.group(1).strip().partition(" && ")
+    assert install == "bash .ci/install" and sep, "the README starts with install && main job"
+    return install, job
+
+
+def verbatim_dir(tmp_path: Path) -> Path:
+    """A working directory where the README's relative ``.venv/bin/...`` paths resolve to this
+    environment (CI's .venv) and outputs stay out of the checkout."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / ".venv").symlink_to(Path(sys.executable).resolve().parents[1]
+                                if not (ROOT / ".venv").exists() else ROOT / ".venv")
+    return work
+
+
+def test_readme_first_command_verbatim(smollm2_dir: Path, tmp_path: Path) -> None:
+    """The README's main job as written (.ci/run did the install part before the tests)."""
+    _, job = readme_first_command()
+    work = verbatim_dir(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("RSA_DEBUG", None)
+    started = time.monotonic()
+    proc = subprocess.run(["bash", "-c", job], cwd=work, capture_output=True, text=True,
+                          timeout=1500, env=env)
+    wall = time.monotonic() - started
+    print(f"\n[README first command] `{job}`: {wall:.0f} s wall, load "
+          f"{os.getloadavg()[0]:.1f}\n{proc.stdout}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [out] = list((work / "runs").iterdir())
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model"].startswith("SmolLM2-135M-Instruct (embedded")
+    assert (out / "report.png").read_bytes()[:4] == b"\x89PNG"
+    for name, method in summary["methods"].items():
+        assert len(method["per_step"]) == method["config"]["steps"]
+        assert f"{name}: accuracy" in proc.stdout
+    assert "Traceback" not in proc.stderr
+    noise = [ln for ln in proc.stderr.splitlines() if re.search(r"\b(INFO|WARNING)\b", ln)]
+    assert noise == [], noise[:5]  # vLLM's and LiteLLM's logs are off without -v
+
+
+def docs_python_example() -> str:
+    """The first Python block of docs/python.md."""
+    text = (ROOT / "docs" / "python.md").read_text()
+    block = re.search(r"```python\n(.*?)\n```", text, re.S)
+    assert block, "docs/python.md has no python block"
+    return block.group(1)
+
+
+def test_docs_python_example_runs_as_a_plain_script(smollm2_dir: Path, tmp_path: Path) -> None:
+    """docs/python.md's first example, verbatim, as a script without a __main__ guard: the
+    embedded model from Python, quiet (only what the script prints reaches stdout)."""
+    code = docs_python_example()
+    assert "__main__" not in code and 'model="embedded"' in code
+    script = tmp_path / "example.py"
+    script.write_text(code + "\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=1200, env=env)
+    wall = time.monotonic() - started
+    print(f"\n[docs/python.md example] {wall:.0f} s wall, load {os.getloadavg()[0]:.1f}\n"
+          f"{proc.stdout}{proc.stderr[-2000:]}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    answer_and_votes, shares = proc.stdout.strip().splitlines()  # nothing but the two prints
+    assert answer_and_votes.endswith("}") and "{" in answer_and_votes  # answer, then votes
+    assert len(json.loads(shares)) == 3  # one majority share per step
+    noise = [ln for ln in proc.stderr.splitlines() if re.search(r"\b(INFO|WARNING)\b", ln)]
+    assert noise == [], noise[:5]

@@ -26,7 +26,7 @@ METRICS = ("exact_match", "mean_accuracy", "majority_accuracy", "pass_at_n")
 
 def lm_eval(*args: str, tmp_path: Path) -> tuple[dict, list[dict]]:
     """Run ``lm_eval ARGS --output_path tmp --log_samples``; return results and samples."""
-    from rsa_plugins.models import cpu_env
+    from rsa_plugins.embedded import cpu_env
 
     env = {**os.environ, **cpu_env(), "HF_DATASETS_OFFLINE": "1"}
     out = subprocess.run([LM_EVAL, *args, "--output_path", str(tmp_path / "out"), "--log_samples"],

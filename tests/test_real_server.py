@@ -37,7 +37,7 @@ def test_chat_completion_n4(vllm_server: VLLMServer) -> None:
 
 def test_checkpoint_is_cached(smollm2_dir: Path) -> None:
     """A second smollm2_checkpoint() returns the same directory without converting again."""
-    from rsa_plugins.models import _MARKER, smollm2_checkpoint
+    from rsa_plugins.embedded import _MARKER, smollm2_checkpoint
 
     marker = smollm2_dir / _MARKER
     before = {p.name: p.stat().st_mtime_ns for p in smollm2_dir.iterdir()}
@@ -57,7 +57,7 @@ def test_vllm_dist_metadata() -> None:
         if os.environ.get("CI"):
             pytest.fail("vllm is not installed")
         pytest.skip("vllm is not installed")
-    from rsa_plugins.models import ensure_vllm_dist_metadata
+    from rsa_plugins.vllm_cpu import ensure_vllm_dist_metadata
 
     ensure_vllm_dist_metadata()
     assert ensure_vllm_dist_metadata() is False  # idempotent

@@ -33,7 +33,7 @@ RECIPE = ROOT / "integrations" / "scale-out"
 
 
 def _env(**extra: str) -> dict[str, str]:
-    from rsa_plugins.models import cpu_env
+    from rsa_plugins.embedded import cpu_env
 
     return {**os.environ, **cpu_env(), "HF_DATASETS_OFFLINE": "1", **extra}
 

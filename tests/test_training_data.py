@@ -20,7 +20,7 @@ from rsa_plugins import training_data as td
 from rsa_plugins.config import ConfigError, RSAConfig
 from rsa_plugins.loop import derive_seed
 from rsa_plugins.prompts import aggregation_prompt
-from rsa_plugins.tasks import reasoning_gym_problems
+from rsa_plugins.reasoning_gym import reasoning_gym_problems
 from rsa_plugins.types import Problem
 
 RSA = str(Path(sys.executable).parent / "rsa")

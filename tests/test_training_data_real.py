@@ -13,7 +13,7 @@ import pytest
 
 from fakes import candidates_in
 from rsa_plugins import training_data as td
-from rsa_plugins.tasks import reasoning_gym_problems
+from rsa_plugins.reasoning_gym import reasoning_gym_problems
 from test_cli import rsa_exe
 
 pytestmark = pytest.mark.real

@@ -6,7 +6,7 @@ model loads once), and writes per-problem, per-step correctness for `analyze.py`
     python integrations/accuracy/study.py --out runs/study                # embedded SmolLM2 (CPU)
     python integrations/accuracy/study.py --model vllm:/path/to/model --out runs/gpu ...
 
-Methods (the same as ``rsa eval --compare``, built by `rsa_plugins.cli.compare_configs`):
+Methods (the same as ``rsa eval --compare``, built by `rsa_plugins.runs.compare_configs`):
 majority vote over N*T independent samples, self-refinement (K=1, N, T), RSA (N, K, T); the
 single-sample baseline is the mean accuracy of majority vote's N*T first samples.  All tasks'
 problems go through each method in one run (big batches); traces are checkpoints, so running
@@ -46,11 +46,6 @@ TASKS: dict[str, dict[str, Any]] = {
     "gcd": {"min_numbers": 2, "max_numbers": 2, "min_value": 1, "max_value": 20},
 }
 METHODS = ("majority_vote", "self_refine", "rsa")
-#: vllm.LLM options added for the embedded model on vLLM's CPU build: a prefill budget that holds
-#: max_num_seqs full-length prompts, so no prompt is ever chunked (seeded requests plus chunked
-#: prefill crash that build with "CPU Generator does not use offset"; the CLI's 16384-token
-#: budget is not enough once a step batches hundreds of aggregation prompts)
-EMBEDDED_NO_CHUNKING = {"max_num_seqs": 64, "max_num_batched_tokens": 64 * 2048}
 
 
 class StudyError(Exception):
@@ -102,7 +97,7 @@ def base_config(args: argparse.Namespace) -> RSAConfig:
 
 def method_configs(config: RSAConfig) -> dict[str, RSAConfig]:
     """The compared methods, exactly as ``rsa eval --compare`` builds them."""
-    from rsa_plugins.cli import compare_configs
+    from rsa_plugins.runs import compare_configs
 
     return compare_configs(config)
 
@@ -118,7 +113,7 @@ def task_list(spec: str) -> dict[str, dict[str, Any]]:
 def load_problems(tasks: dict[str, dict[str, Any]], limit: int, seed: int,
                   answer_format: str) -> list[Any]:
     """Every task's problems, in task order."""
-    from rsa_plugins.tasks import reasoning_gym_problems
+    from rsa_plugins.reasoning_gym import reasoning_gym_problems
 
     if limit < 1:
         raise StudyError(f"--limit must be >= 1, got {limit}")
@@ -157,7 +152,7 @@ def engine_options(pairs: list[str]) -> dict[str, Any]:
 def make_engine(args: argparse.Namespace) -> tuple[Any, str]:
     """One engine for the whole study (the embedded model unless --model), and its label."""
     from rsa_plugins.api import make_engine as build
-    from rsa_plugins.cli import CLIError, Model
+    from rsa_plugins.runs import CLIError, Model
 
     ns = argparse.Namespace(model=args.model, api_base=args.api_base, concurrency=64,
                             timeout=600.0)
@@ -165,8 +160,8 @@ def make_engine(args: argparse.Namespace) -> tuple[Any, str]:
         model = Model.resolve(ns)
     except CLIError as exc:
         raise StudyError(str(exc)) from None
-    extra = EMBEDDED_NO_CHUNKING if args.model is None else {}
-    options = {**model.options, **extra, **engine_options(args.engine_arg)}
+    # the embedded model comes with the CLI's CPU settings (rsa_plugins.embedded.ENGINE_OPTIONS)
+    options = {**model.options, **engine_options(args.engine_arg)}
     try:
         return build(model.model, model.api_base, **options), model.label
     except (ValueError, TypeError) as exc:
@@ -177,7 +172,7 @@ async def run_methods(engine: Any, problems: list[Any], configs: dict[str, RSACo
                       out: Path, progress: bool | None, info: dict[str, Any],
                       planned_generations: int) -> dict[str, dict[str, Any]]:
     """Each method over every problem on `engine`; per-method time and tokens."""
-    from rsa_plugins.cli import StepLog
+    from rsa_plugins.runs import StepLog
     from rsa_plugins.loop import RSA
 
     stats: dict[str, dict[str, Any]] = {}

@@ -90,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(f"--task must be rg:<reasoning-gym dataset>, got {args.task!r}")
 
     import rsa_plugins
-    from rsa_plugins.tasks import reasoning_gym_problems
+    from rsa_plugins.reasoning_gym import reasoning_gym_problems
 
     problems = reasoning_gym_problems(args.task[3:], limit=args.limit, seed=args.seed)
     router = load_router(args.config)

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..types import Completion, Request
 from .base import Engine
+from .credentials import REASONS, FatalAPIError, check_model, fatal_reason
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529}
 
@@ -118,14 +119,9 @@ class LiteLLMEngine(Engine):
         litellm.suppress_debug_info = True
         if not isinstance(model, str) or not model.strip():
             raise ValueError("model must be a LiteLLM model string such as 'openai/gpt-4o-mini'")
-        if router is None and "/" not in model:
-            try:
-                litellm.get_llm_provider(model)
-            except Exception:
-                raise ValueError(
-                    f"model {model!r} names no LiteLLM provider; use 'provider/model', e.g. "
-                    "'openai/gpt-4o-mini' or 'hosted_vllm/NAME' with api_base"
-                ) from None
+        # a provider that LiteLLM does not know, or a missing API key, fails here in one line
+        self._keys = [] if router is not None else check_model(model, api_base, api_key,
+                                                                 OPENAI_COMPATIBLE)
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
         self.model, self.api_base, self._api_key = model, api_base, api_key
@@ -141,6 +137,7 @@ class LiteLLMEngine(Engine):
         self._sessions: dict[int, Any] = {}
         self._http = self._resolve_transport(transport)
         self._tokenize: bool | None = None  # whether the server has vLLM's /tokenize
+        self._fatal: FatalAPIError | None = None  # set by a 401/403/404: every call would fail
 
     def _resolve_transport(self, transport: str) -> tuple[str, str, str | None] | None:
         """(url, served model name, key) for the direct transport, or None for LiteLLM."""
@@ -220,14 +217,20 @@ class LiteLLMEngine(Engine):
         attempt = 0
         while True:
             try:
+                if self._fatal is not None:
+                    raise self._fatal
                 async with self._semaphore():
                     response = await self._complete(kwargs)
                 comps = self._parse(response, n)
                 comps[0].retries = attempt  # retries are per request, not per choice
                 return comps
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, FatalAPIError):
                 raise
             except Exception as exc:  # noqa: BLE001 - classified below
+                reason = fatal_reason(exc, _status(exc))
+                if reason is not None:
+                    self._fatal = self._fatal or FatalAPIError(self._explain(reason, exc))
+                    raise self._fatal from None
                 if attempt >= self.max_retries or not is_retryable(exc):
                     error = redact(_describe(exc), self._api_key)
                     return [Completion(error=error, retries=attempt) for _ in range(n)]
@@ -237,6 +240,14 @@ class LiteLLMEngine(Engine):
                     wait = wait / 2 + random.uniform(0, wait / 2)  # jitter
                 attempt += 1
                 await asyncio.sleep(wait)
+
+    def _explain(self, reason: str, exc: BaseException) -> str:
+        """One line: the model, what went wrong, the provider's words, what to check."""
+        where = "the api_key given" if self._api_key else " or ".join(self._keys) or "its API key"
+        fix = {"credentials": f"check {where}", "access": f"check that {where} may use it",
+               "model": "check the model name" + (" and the api_base" if self.api_base else "")}
+        said = redact(_describe(exc), self._api_key)[:200]
+        return f"model {self.model}: {REASONS[reason]} ({said}); {fix[reason]}"
 
     async def _complete(self, kwargs: dict[str, Any]) -> Any:
         if self._http is not None:

@@ -11,7 +11,7 @@ from inspect_ai.scorer import CORRECT, INCORRECT, Score, Scorer, Target, accurac
 from inspect_ai.solver import TaskState, generate
 
 from rsa_plugins.answers import extract
-from rsa_plugins.tasks import reasoning_gym_problems
+from rsa_plugins.reasoning_gym import reasoning_gym_problems
 
 
 @task

@@ -24,7 +24,7 @@ def test_rsa_bench_modes_do_the_same_token_work(smollm2_dir, tmp_path, show):
     common = ["--model", str(smollm2_dir), "--load-format", "dummy", "--problems", "2", "-N",
               "4", "-K", "2", "-T", "2", "--max-tokens", "64", "--median", "16", "--sigma", "1",
               "--max-model-len", "2048", "--enforce-eager", "--out", str(out)]
-    code = ("import os, sys\nfrom rsa_plugins.models import cpu_env\nos.environ.update(cpu_env())\n"
+    code = ("import os, sys\nfrom rsa_plugins.embedded import cpu_env\nos.environ.update(cpu_env())\n"
             "from rsa_plugins.cli import main\nsys.exit(main(sys.argv[1:]))\n")
     for engine in ("offline", "async"):
         proc = subprocess.run([sys.executable, "-c", code, "bench", *common, "--engine", engine],

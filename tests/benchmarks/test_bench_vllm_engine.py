@@ -27,14 +27,14 @@ MARK = "BENCH-FIGURES "  # vLLM logs to stdout too
 
 
 def bench(model_dir: str) -> dict:
-    from rsa_plugins.models import cpu_env
+    from rsa_plugins.embedded import cpu_env
 
     os.environ.update(cpu_env())
     from vllm import LLM, SamplingParams, TokensPrompt
 
     import rsa_plugins
     from rsa_plugins.engines.vllm import VLLMEngine
-    from rsa_plugins.tasks import reasoning_gym_problems
+    from rsa_plugins.reasoning_gym import reasoning_gym_problems
 
     # no prefix caching: a replay would otherwise find every prompt already cached
     llm = LLM(model=model_dir, dtype="bfloat16", max_model_len=2048, enforce_eager=True,

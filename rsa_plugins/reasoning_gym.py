@@ -1,7 +1,13 @@
-"""Offline task sets: reasoning-gym generates verifiable problems without any download."""
+"""reasoning-gym problems: verifiable tasks generated offline, scored by reasoning-gym itself.
+
+``rsa eval --task rg:DATASET`` and the integrations build their problems here; :data:`DEMO` is
+the task of ``rsa eval`` without ``--task``.
+"""
 
 from __future__ import annotations
 
+import difflib
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .types import Problem
@@ -16,6 +22,39 @@ NUMBER_INSTRUCTION = "Give the final answer as a number."
 NUMBER_HINT = "the final answer as a number"
 #: answer formats of `reasoning_gym_problems`
 ANSWER_FORMATS = ("tags", "number")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A reasoning-gym dataset with its generator config, answer format and default size."""
+
+    dataset: str
+    config: dict[str, Any] = field(default_factory=dict)
+    answer_format: str = "tags"
+    description: str = ""
+    limit: int = 20
+
+    @classmethod
+    def parse(cls, task: str) -> TaskSpec:
+        """The task named ``rg:<dataset>`` (ValueError otherwise)."""
+        prefix, _, name = task.partition(":")
+        if prefix != "rg" or not name:
+            raise ValueError(f"unknown task {task!r}: tasks are rg:<reasoning-gym dataset>, "
+                             "e.g. rg:basic_arithmetic (`rsa eval --list-tasks` lists them)")
+        return cls(name)
+
+    def with_format(self, answer_format: str) -> TaskSpec:
+        return replace(self, answer_format=answer_format)
+
+    def problems(self, limit: int | None = None, seed: int = 0) -> list[Problem]:
+        return reasoning_gym_problems(self.dataset, limit or self.limit, seed,
+                                      self.answer_format, **self.config)
+
+
+#: ``rsa eval`` without ``--task``: products of two 1-digit numbers, answered as a number; easy
+#: enough that the embedded 135M model is right about 4 times in 10 (docs/results.md)
+DEMO = TaskSpec("products", {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1},
+                "number", "products of two 1-digit numbers, answered as a number", limit=8)
 
 
 def reasoning_gym_problems(dataset: str, limit: int = 20, seed: int = 0,
@@ -41,8 +80,8 @@ def reasoning_gym_problems(dataset: str, limit: int = 20, seed: int = 0,
                          f"got {answer_format!r}")
     names = sorted(reasoning_gym.factory.DATASETS)
     if dataset not in names:
-        close = [n for n in names if dataset.split("_")[0] in n][:8]
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        close = difflib.get_close_matches(dataset, names, n=3, cutoff=0.6)
+        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
         raise ValueError(f"unknown reasoning-gym dataset {dataset!r}{hint}")
     data = reasoning_gym.create_dataset(dataset, size=limit, seed=seed, **dataset_config)
     number = answer_format == "number"

