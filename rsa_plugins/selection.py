@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from .answers import vote
+from .equivalence import vote
 from .seeds import derive_seed
 from .types import Candidate
 

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from rsa_plugins import answers
+from rsa_plugins import equivalence
 from rsa_plugins.answers import answer_key, cluster, entropy, equivalent, extract, normalize, vote
 
 PROSE = [f"I would say the {w} matters most, for {i + 2} separate reasons."
@@ -20,14 +20,14 @@ MATH = ["1/2", "\\frac{1}{2}", "0.5", "x^2+2x+1", "(x+1)^2", "\\sqrt{2}", "3", "
 @pytest.fixture
 def mv_calls(monkeypatch):
     """Counts math-verify's parses (by text) and verifications, on cold caches."""
-    answers._reset_caches()
+    equivalence._reset_caches()
     calls: dict[str, list] = {"parse": [], "verify": []}
-    parse, verify = answers._mv_parse, answers._mv_verify
-    monkeypatch.setattr(answers, "_mv_parse", lambda t: calls["parse"].append(t) or parse(t))
-    monkeypatch.setattr(answers, "_mv_verify",
+    parse, verify = equivalence._mv_parse, equivalence._mv_verify
+    monkeypatch.setattr(equivalence, "_mv_parse", lambda t: calls["parse"].append(t) or parse(t))
+    monkeypatch.setattr(equivalence, "_mv_verify",
                         lambda a, b: calls["verify"].append((str(a), str(b))) or verify(a, b))
     yield calls
-    answers._reset_caches()
+    equivalence._reset_caches()
 
 
 # ------------------------------------------------------------------ keys and grouping
@@ -101,7 +101,7 @@ def test_each_answer_is_parsed_once_and_pairs_verified_once(mv_calls):
         vote(MATH)
     assert sorted(mv_calls["parse"]) == sorted(set(mv_calls["parse"]))
     assert len(mv_calls["verify"]) == len(set(mv_calls["verify"]))
-    answers._reset_caches()
+    equivalence._reset_caches()
     mv_calls["parse"].clear()
     assert cluster(["3", "3.0", "1,000", "1000", "0.5", "1/2"]) == [[0, 1], [2, 3], [4, 5]]
     assert mv_calls["parse"] == []  # numbers compare as numbers
@@ -115,9 +115,9 @@ def burn(seconds: float) -> None:
 
 
 def test_math_verify_work_per_answer_is_budgeted(monkeypatch):
-    answers._reset_caches()
+    equivalence._reset_caches()
     equivalent("x^2", "x^3")  # warm math-verify up
-    monkeypatch.setattr(answers, "MATH_BUDGET_S", 0.2)
+    monkeypatch.setattr(equivalence, "MATH_BUDGET_S", 0.2)
     verified = []
 
     def slow_verify(a, b):
@@ -125,33 +125,33 @@ def test_math_verify_work_per_answer_is_budgeted(monkeypatch):
         burn(0.15)
         return False
 
-    monkeypatch.setattr(answers, "_mv_verify", slow_verify)
+    monkeypatch.setattr(equivalence, "_mv_verify", slow_verify)
     distinct = [f"x^{i}+{i}" for i in range(2, 8)]
     assert len(cluster(distinct)) == len(distinct)
     # without a budget: 15 pairs; with it each answer stops after two slow comparisons
     assert 0 < len(verified) <= len(distinct)
     # a parse slower than the budget makes the answer unparsable (compared by key only)
-    answers._reset_caches()
-    monkeypatch.setattr(answers, "_mv_parse", lambda t: burn(0.25) or [t])
+    equivalence._reset_caches()
+    monkeypatch.setattr(equivalence, "_mv_parse", lambda t: burn(0.25) or [t])
     assert not equivalent("y^2", "y\\cdot y")
-    assert answers._parsed == {"y^2": None, "y\\cdot y": None}
-    answers._reset_caches()
+    assert equivalence._parsed == {"y^2": None, "y\\cdot y": None}
+    equivalence._reset_caches()
 
 
 # ------------------------------------------------------------------ threads
 
 
 def test_math_verify_works_in_worker_threads():
-    answers._reset_caches()
+    equivalence._reset_caches()
     with ThreadPoolExecutor(1) as pool:
         assert pool.submit(equivalent, "1/2", "\\frac{1}{2}").result()
 
 
 def test_vote_from_several_threads_agrees_with_one_thread():
     population = MATH + PROSE + ["\\frac{2}{4}", "x^{2} + 2x + 1", "Paris", "paris"]
-    answers._reset_caches()
+    equivalence._reset_caches()
     expected = vote(population)
-    answers._reset_caches()
+    equivalence._reset_caches()
     barrier = threading.Barrier(6)
 
     def work(reverse_first: bool) -> list[tuple]:

@@ -30,7 +30,7 @@ from types import ModuleType
 import pytest
 
 import rsa_plugins
-from rsa_plugins import answers
+from rsa_plugins import equivalence
 from rsa_plugins.engines.base import Engine
 from rsa_plugins.types import Completion, Request
 
@@ -133,8 +133,8 @@ def measure(show: Callable[..., None], label: str, reset: Callable[[], None], vo
 @pytest.mark.benchmark
 def test_free_text_costs_about_what_boxed_costs(show, monkeypatch):
     parses: list[str] = []
-    real_parse = answers._mv_parse
-    monkeypatch.setattr(answers, "_mv_parse", lambda text: parses.append(text) or real_parse(text))
+    real_parse = equivalence._mv_parse
+    monkeypatch.setattr(equivalence, "_mv_parse", lambda text: parses.append(text) or real_parse(text))
 
     # behaviour: the whole work is done, free text stays away from math-verify
     _, results, calls = run_workload(True, "check")
@@ -143,7 +143,7 @@ def test_free_text_costs_about_what_boxed_costs(show, monkeypatch):
     assert parses == []
     _, results, calls = run_workload(False, "check")
     assert calls == PROBLEMS * N * T and all(r.answer in {"42", "41", "7"} for r in results)
-    assert answers.vote(MIXED_MATH)[1]["1/2"] == 3  # 1/2 = \frac{1}{2} = 0.5
+    assert equivalence.vote(MIXED_MATH)[1]["1/2"] == 3  # 1/2 = \frac{1}{2} = 0.5
 
     show(f"\nanswer processing, {PROBLEMS} problems, N={N}, K={K}, T={T}, instant engine:")
     ref = os.environ.get("RSA_BENCH_ANSWERS_BASELINE")
@@ -155,4 +155,4 @@ def test_free_text_costs_about_what_boxed_costs(show, monkeypatch):
                     if hasattr(sys.modules[module], name):
                         patch.setattr(f"{module}.{name}", getattr(old, name))
             measure(show, f"before ({ref})", old._math_verify_equal.cache_clear, old.vote, 1)
-    measure(show, "after", answers._reset_caches, answers.vote, 15)
+    measure(show, "after", equivalence._reset_caches, equivalence.vote, 15)
