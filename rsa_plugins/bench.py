@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import RSAConfig
-from .loop import derive_seed
+from .seeds import derive_seed
 from .types import Problem, Request
 
 OFFLINE_MODES = ("lockstep", "raw")
@@ -114,8 +114,8 @@ class MemoryPeak:
 
 
 def _rsa_mode(engine: Any, problems: list[Problem], config: RSAConfig) -> dict[str, Any]:
-    from ._runner import run_sync
-    from .loop import RSA
+    from ._background import run_sync
+    from .loop import RSALoop as RSA
 
     before = (engine.prompt_tokens_sent, engine.cached_tokens)
     with MemoryPeak() as mem:
@@ -156,7 +156,7 @@ def _raw_mode(llm: Any, batches: list[list[tuple[list[int], int]]], seed: int) -
 
 def _warm_up(engine: Any) -> None:
     """A small batch first, so no mode pays for the engine's first-call set-up."""
-    from ._runner import run_sync
+    from ._background import run_sync
 
     hook, engine.sampling_hook = engine.sampling_hook, None
     reqs = [Request(messages=[{"role": "user", "content": f"Count to {i}."}], seed=i,
@@ -170,7 +170,7 @@ def _reset_cache(engine: Any) -> None:
     from .engines.vllm import AsyncVLLMEngine
 
     if isinstance(engine, AsyncVLLMEngine):
-        from ._runner import run_sync
+        from ._background import run_sync
 
         run_sync(engine.llm.reset_prefix_cache())
     else:
@@ -243,7 +243,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         if args.out:
             _merge(Path(args.out), {mode: f, f"_setup_{args.engine}": figures["_setup"]})
     if hasattr(engine, "aclose"):
-        from ._runner import run_sync
+        from ._background import run_sync
 
         run_sync(engine.aclose())
     return figures

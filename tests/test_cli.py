@@ -339,16 +339,16 @@ def test_report_says_when_the_model_ignores_the_answer_format(tmp_path: Path) ->
            "answer" in proc.stdout
 
 
-@pytest.mark.parametrize("argv, instruction", [
-    (["What is 6 times 7?"], "End your response with a last line of the form ANSWER: <your "
-     "final answer>."),
-    (["What is 6 times 7?", "--kind", "math"], "End your response with the final answer "
-     "written as \\boxed{...}."),
+@pytest.mark.parametrize("argv, kind", [
+    (["What is 6 times 7?"], "general"),  # no format of its own: ANSWER: line
+    (["What is 6 times 7?", "--kind", "math"], "math"),
     (["What is 6 times 7? Put the answer in \\boxed{}."], None),  # its own format: kept
     (["What is 6 times 7?", "--no-format"], None),
 ])
 def test_run_asks_a_free_question_for_an_answer_format(fake_llm, tmp_path: Path, argv,
-                                                       instruction) -> None:
+                                                       kind) -> None:
+    from rsa_plugins.prompts import ANSWER_FORMATS
+
     assert cli.main(["run", *argv, "--model", "fakellm/x", "-N", "2", "-K", "2", "-T", "2",
                      "--out", str(tmp_path / "o"), "--no-progress"]) == 0
     users = [c["messages"][-1]["content"] for c in fake_llm.calls]
@@ -356,12 +356,11 @@ def test_run_asks_a_free_question_for_an_answer_format(fake_llm, tmp_path: Path,
     firsts = [u for u in users if u not in aggregations]
     assert len(aggregations) == 2 and len(set(firsts)) == 1
     first = firsts[0]
-    if instruction is None:
+    if kind is None:
         assert first == argv[0]
     else:
-        assert first == f"{argv[0]}\n\n{instruction}"
-        clause = instruction.removeprefix("End your response with ").rstrip(".")
-        # in the problem's own text, and twice more in the aggregation prompt's wording
-        assert all(a.count(clause) == 3 for a in aggregations)
+        assert first == f"{argv[0]}\n\nEnd your response with {ANSWER_FORMATS[kind]}."
+        # the problem's own text quoted, and the aggregation prompt's closing request
+        assert all(a.count(ANSWER_FORMATS[kind]) == 2 for a in aggregations)
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
-    assert summary["answer"] == "42" and summary["prompt"] == first
+    assert summary["prompt"] == first and summary["answer"] in summary["votes"]

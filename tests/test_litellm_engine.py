@@ -11,7 +11,8 @@ from fakes import make_fake_llm
 from openai_stub import StubServer
 import rsa_plugins
 from rsa_plugins import Problem, Request
-from rsa_plugins._runner import run_sync
+from rsa_plugins._background import run_sync
+from rsa_plugins.engines.credentials import FatalAPIError
 from rsa_plugins.engines.litellm import LiteLLMEngine, _retry_after, is_retryable
 
 PROMPTS = ["Compute 6*7. Put the answer in \\boxed{}.", "Compute 40+2. Put the answer in \\boxed{}."]
@@ -137,10 +138,11 @@ def test_concurrency_is_bounded_and_keys_stay_out_of_errors(transport):
     secret = "sk-test-SECRET-0123456789"
     with StubServer(["401"]) as stub:
         eng = _engine(stub, transport, api_key=secret, concurrency=2)
-        (comp,) = _one(eng)
+        with pytest.raises(FatalAPIError) as refused:  # a refused key stops the run, unretried
+            _one(eng)
         seen = stub.stats()
-    assert seen[0]["auth"].endswith(secret), "the key is sent to the server"
-    assert secret not in comp.error
+    assert len(seen) == 1 and seen[0]["auth"].endswith(secret), "the key is sent, once"
+    assert "401" in str(refused.value) and secret not in str(refused.value)
     assert secret not in str(eng.describe())
 
 

@@ -86,7 +86,7 @@ def test_lm_eval_rsa_vllm_with_two_data_parallel_replicas(smollm2_dir, tmp_path)
     assert agg["mean_accuracy,none"] <= agg["pass_at_n,none"]
     gens = []
     for i in range(2):
-        mine = [e for e in load(trace.with_name(f"dp.replica{i}.jsonl")) if e["event"] == "generation"]
+        mine = [e for e in load(trace.with_name(f"dp.replica{i}.rsa_rg_arithmetic.jsonl")) if e["event"] == "generation"]
         assert len(mine) == (limit // 2) * n * t
         gens += mine
     assert len({g["problem"] for g in gens}) == limit

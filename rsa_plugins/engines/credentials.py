@@ -11,16 +11,17 @@ from __future__ import annotations
 import os
 from collections.abc import Collection
 
-
-class MissingCredentials(ValueError):
-    """The provider needs an API key that is neither in the environment nor given."""
+from .base import EngineError
 
 
-class FatalAPIError(RuntimeError):
+class MissingCredentials(EngineError, ValueError):
+    """The provider needs an API key that is neither in the environment nor given (raised
+    when the engine is built; a ValueError too, like the engine's other bad arguments)."""
+
+
+class FatalAPIError(EngineError):
     """Every call would fail the same way (key refused, no access, unknown model): raised at
     the first such answer, never retried, and raised again by later calls without sending."""
-
-    one_line = True  # the message says what to do: front ends print it as it is
 
 
 REASONS = {"credentials": "the provider refused the credentials",
