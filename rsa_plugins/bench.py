@@ -5,40 +5,59 @@ a heavy-tailed (log-normal) distribution like real reasoning traces, forced per 
 (``min_tokens = max_tokens = L``, ``ignore_eos``) so every mode does the same token work
 whatever the weights (``--load-format dummy`` runs a model's shape with random weights).
 
-Modes (several per invocation; results merge into one JSON file across invocations):
+Modes (several per invocation, run in the order given; results merge into one JSON file):
 
-- ``lockstep`` (offline engine): RSA with one ``LLM.generate`` per step (`VLLMEngine`).
-- ``raw`` (offline engine, after ``lockstep``): the prompts and lengths ``lockstep`` sent, step by
-  step, as plain ``LLM.generate`` calls: the baseline of the same work without RSA.
+- ``lockstep`` (offline engine): RSA with one ``LLM.generate`` per step (`VLLMEngine`);
+  ``--save-batches FILE`` writes what it sent, step by step.
+- ``raw`` (offline engine): the prompts and lengths ``lockstep`` sent (earlier in the same
+  invocation, else ``--replay FILE``), step by step, as plain ``LLM.generate`` calls: the
+  same work without RSA, with lockstep's barriers.
 - ``barrier-free`` / ``barrier-free-index`` (async engine): RSA on `AsyncVLLMEngine`, each
   problem moving on alone; ``-index`` orders candidates by slot for longer shared prefixes.
+- ``bound`` (async engine): the requests an RSA mode sent (the latest earlier in the same
+  invocation, else ``--replay FILE``) all submitted at once to `AsyncLLM`: the same token work
+  with no step dependencies, the ceiling any scheduling of RSA can approach.
 
 Printed and saved per mode: wall time, generated and prompt tokens, generated tokens/s, the
-prefix-cache hit rate (cached / prompt tokens, from vLLM's outputs) and peak GPU memory; then
-the ratios between modes.
+prefix-cache hit rate (cached / prompt tokens, from vLLM's outputs), the engine-busy fraction
+(`rsa_plugins.busy`: time with at least one request inside vLLM / time from the first request
+in to the last one out), requests in flight (mean, max) and peak memory of the first GPU of
+``CUDA_VISIBLE_DEVICES``; then the wall-time ratios between modes.
 
-    rsa bench --model DIR --load-format dummy --engine offline --modes lockstep,raw --out b.json
-    rsa bench --model DIR --load-format dummy --engine async --modes barrier-free --out b.json
+    rsa bench --model DIR --load-format dummy --engine offline --modes lockstep --save-batches b.json.gz --out r.json
+    rsa bench --model DIR --load-format dummy --engine offline --modes raw --replay b.json.gz --out r.json
+    rsa bench --model DIR --load-format dummy --engine async --modes barrier-free,bound --out r.json
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import gzip
 import json
 import math
+import os
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .busy import BusyClock
 from .config import RSAConfig
 from .loop import derive_seed
 from .types import Problem, Request
 
 OFFLINE_MODES = ("lockstep", "raw")
-ASYNC_MODES = ("barrier-free", "barrier-free-index")
+ASYNC_RSA_MODES = ("barrier-free", "barrier-free-index")
+ASYNC_MODES = (*ASYNC_RSA_MODES, "bound")
+RSA_MODES = ("lockstep", *ASYNC_RSA_MODES)
+MODES = (*OFFLINE_MODES, *ASYNC_MODES)
+BATCHES_FORMAT = "rsa-bench-batches/1"
+#: setup keys that must match for a replayed file to be the same token work
+WORKLOAD_KEYS = ("problems", "population", "aggregation_size", "steps", "max_tokens",
+                 "length_median", "length_sigma", "seed")
 _WORDS = ("triangle", "integer", "prime", "sequence", "circle", "radius", "remainder", "digits",
           "probability", "polynomial", "roots", "modulo", "positive", "sum", "product", "divisor")
 
@@ -78,17 +97,54 @@ class HeavyTail:
         return {"max_tokens": n, "min_tokens": n, "ignore_eos": True}
 
 
-class MemoryPeak:
-    """Peak device memory in use (NVML, all processes on GPU 0) while the block runs."""
+def visible_gpu(env: str | None) -> int | str | None:
+    """The first GPU this process may use, as named in ``CUDA_VISIBLE_DEVICES`` (`env`).
 
-    def __init__(self) -> None:
+    Unset: GPU 0.  An index gives an int, a UUID (``GPU-...``/``MIG-...``, possibly a prefix,
+    as CUDA accepts) the string; None when the variable hides every GPU ("", "-1").  Indices
+    are CUDA's order, which is NVML's (PCI bus) order unless ``CUDA_DEVICE_ORDER`` says
+    otherwise on a machine of mixed GPUs.
+    """
+    if env is None:
+        return 0
+    first = env.split(",")[0].strip()
+    if not first or first.startswith("-"):
+        return None
+    return int(first) if first.isdigit() else first
+
+
+def _nvml_device(which: int | str) -> Any:
+    import pynvml
+
+    pynvml.nvmlInit()
+    if isinstance(which, int):
+        return pynvml.nvmlDeviceGetHandleByIndex(which)
+    for i in range(pynvml.nvmlDeviceGetCount()):
+        handle = pynvml.nvmlDeviceGetHandleByIndex(i)
+        uuid = pynvml.nvmlDeviceGetUUID(handle)
+        uuid = uuid.decode() if isinstance(uuid, bytes) else uuid
+        if uuid == which or uuid.startswith(which):
+            return handle
+    raise LookupError(f"no GPU with UUID {which!r}")
+
+
+class MemoryPeak:
+    """Peak memory in use (NVML, all processes) on the first GPU of ``CUDA_VISIBLE_DEVICES``
+    while the block runs; `device` names the GPU as that variable would (nothing read on a
+    machine without NVIDIA GPUs)."""
+
+    def __init__(self, device: int | str | None = None) -> None:
         self.peak = 0
         self._stop = threading.Event()
+        which = device if device is not None else visible_gpu(
+            os.environ.get("CUDA_VISIBLE_DEVICES"))
+        self._read: Callable[[], int] | None = None
+        if which is None:
+            return
         try:
             import pynvml
 
-            pynvml.nvmlInit()
-            handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+            handle = _nvml_device(which)
             self._read = lambda: int(pynvml.nvmlDeviceGetMemoryInfo(handle).used)
         except Exception:  # noqa: BLE001 - no NVIDIA GPU (CPU build): nothing to read
             self._read = None
@@ -101,7 +157,7 @@ class MemoryPeak:
 
     def _poll(self) -> None:
         while not self._stop.wait(0.2):
-            self.peak = max(self.peak, self._read())
+            self.peak = max(self.peak, self._read())  # type: ignore[misc]
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
@@ -111,6 +167,89 @@ class MemoryPeak:
     @property
     def gib(self) -> float | None:
         return round(self.peak / 2**30, 2) if self._read is not None else None
+
+
+#: what a run sent to the engine, one list per engine call (lockstep: per step):
+#: (prompt token ids, forced generation length) per request
+Batches = list[list[tuple[list[int], int]]]
+
+
+class MeteredLLM:
+    """Wraps a `vllm.LLM` or `AsyncLLM`: every request going in is recorded (prompt ids and
+    length) and timed with a `BusyClock`, whoever sends it (RSA's engines or the bench's own
+    replays), so every mode is measured at the same boundary."""
+
+    def __init__(self, llm: Any) -> None:
+        self._llm = llm
+        self.clock = BusyClock()
+        self.batches: Batches = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._llm, name)
+
+    def restart(self) -> None:
+        """Start a new mode: clock and recording from zero."""
+        self.clock.reset()
+        self.batches = []
+
+    def _record(self, prompts: Sequence[Any], params: Sequence[Any]) -> None:
+        self.batches[-1].extend((list(p["prompt_token_ids"]), int(sp.max_tokens or 0))
+                                for p, sp in zip(prompts, params))
+
+
+class MeteredOfflineLLM(MeteredLLM):
+    """`MeteredLLM` for `vllm.LLM`: one recorded batch per ``generate`` call."""
+
+    def generate(self, prompts: Any, sampling_params: Any = None, **kwargs: Any) -> Any:
+        prompts = list(prompts)
+        params = (sampling_params if isinstance(sampling_params, list)
+                  else [sampling_params] * len(prompts))
+        self.batches.append([])
+        self._record(prompts, params)
+        self.clock.enter(len(prompts))
+        try:
+            return self._llm.generate(prompts, sampling_params=sampling_params, **kwargs)
+        finally:
+            self.clock.leave(len(prompts))
+
+
+class MeteredAsyncLLM(MeteredLLM):
+    """`MeteredLLM` for `AsyncLLM`: every request of a mode goes into one recorded batch."""
+
+    async def generate(self, prompt: Any, sampling_params: Any, request_id: str,
+                       *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        if not self.batches:
+            self.batches.append([])
+        self._record([prompt], [sampling_params])
+        self.clock.enter()
+        try:
+            async for out in self._llm.generate(prompt, sampling_params, request_id, *args,
+                                                **kwargs):
+                yield out
+        finally:
+            self.clock.leave()
+
+
+def save_batches(path: Path, batches: Batches, setup: dict[str, Any]) -> None:
+    """Write what a mode sent (gzip when the name ends in ``.gz``) for a later ``--replay``."""
+    data = json.dumps({"format": BATCHES_FORMAT, "setup": setup, "batches": batches})
+    if path.suffix == ".gz":
+        path.write_bytes(gzip.compress(data.encode()))
+    else:
+        path.write_text(data)
+
+
+def load_batches(path: Path, setup: dict[str, Any]) -> Batches:
+    """Batches saved by ``--save-batches``; the workload must be the one asked for now."""
+    raw = path.read_bytes()
+    data = json.loads(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
+    if data.get("format") != BATCHES_FORMAT:
+        raise SystemExit(f"rsa bench: {path} is not a file written by --save-batches")
+    differ = [f"{k}={data['setup'].get(k)!r} (now {setup[k]!r})" for k in WORKLOAD_KEYS
+              if data["setup"].get(k) != setup[k]]
+    if differ:
+        raise SystemExit(f"rsa bench: {path} holds another workload: {', '.join(differ)}")
+    return [[(list(ids), int(n)) for ids, n in batch] for batch in data["batches"]]
 
 
 def _rsa_mode(engine: Any, problems: list[Problem], config: RSAConfig) -> dict[str, Any]:
@@ -132,26 +271,60 @@ def _rsa_mode(engine: Any, problems: list[Problem], config: RSAConfig) -> dict[s
             "gpu_memory_gib": mem.gib}
 
 
-def _raw_mode(llm: Any, batches: list[list[tuple[list[int], int]]], seed: int) -> dict[str, Any]:
-    """Each recorded step's prompts and lengths as one plain `LLM.generate` call."""
-    from vllm import SamplingParams, TokensPrompt
+def _forced(seed: int, n: int) -> Any:
+    from vllm import SamplingParams
 
-    generated = prompt = cached = 0
+    return SamplingParams(seed=seed, temperature=1.0, max_tokens=n, min_tokens=n,
+                          ignore_eos=True)
+
+
+def _replay_figures(outputs: list[Any], wall: float, mem: MemoryPeak) -> dict[str, Any]:
+    prompt = sum(len(o.prompt_token_ids) for o in outputs)
+    return {"wall_s": wall, "generated_tokens": sum(len(o.outputs[0].token_ids) for o in outputs),
+            "prompt_tokens": prompt,
+            "prefix_hit_rate": sum(o.num_cached_tokens or 0 for o in outputs) / max(1, prompt),
+            "failed": 0, "generations": len(outputs), "gpu_memory_gib": mem.gib}
+
+
+def _raw_mode(llm: Any, batches: Batches, seed: int) -> dict[str, Any]:
+    """Each recorded step's prompts and lengths as one plain `LLM.generate` call."""
+    from vllm import TokensPrompt
+
+    outputs: list[Any] = []
     with MemoryPeak() as mem:
         started = time.perf_counter()
         for t, batch in enumerate(batches):
             prompts = [TokensPrompt(prompt_token_ids=ids) for ids, _ in batch]
-            params = [SamplingParams(seed=derive_seed(seed, "raw", t, i), temperature=1.0,
-                                     max_tokens=n, min_tokens=n, ignore_eos=True)
-                      for i, (_, n) in enumerate(batch)]
-            for out in llm.generate(prompts, sampling_params=params, use_tqdm=False):
-                generated += len(out.outputs[0].token_ids)
-                prompt += len(out.prompt_token_ids)
-                cached += out.num_cached_tokens or 0
+            params = [_forced(derive_seed(seed, "raw", t, i), n) for i, (_, n) in enumerate(batch)]
+            outputs += llm.generate(prompts, sampling_params=params, use_tqdm=False)
         wall = time.perf_counter() - started
-    return {"wall_s": wall, "generated_tokens": generated, "prompt_tokens": prompt,
-            "prefix_hit_rate": cached / max(1, prompt), "failed": 0,
-            "generations": sum(len(b) for b in batches), "gpu_memory_gib": mem.gib}
+    return _replay_figures(outputs, wall, mem)
+
+
+def _bound_mode(llm: Any, batches: Batches, seed: int) -> dict[str, Any]:
+    """Every recorded request at once on `AsyncLLM`: no steps, nothing waits for anything."""
+    from vllm import TokensPrompt
+    from vllm.sampling_params import RequestOutputKind
+
+    from ._runner import run_sync
+
+    async def one(i: int, ids: list[int], n: int) -> Any:
+        sp = _forced(derive_seed(seed, "bound", i), n)
+        sp.output_kind = RequestOutputKind.FINAL_ONLY
+        final = None
+        async for out in llm.generate(TokensPrompt(prompt_token_ids=ids), sp, f"bound-{i}"):
+            final = out
+        return final
+
+    async def everything() -> list[Any]:
+        flat = [x for batch in batches for x in batch]
+        return list(await asyncio.gather(*(one(i, ids, n) for i, (ids, n) in enumerate(flat))))
+
+    with MemoryPeak() as mem:
+        started = time.perf_counter()
+        outputs = run_sync(everything())
+        wall = time.perf_counter() - started
+    return _replay_figures(outputs, wall, mem)
 
 
 def _warm_up(engine: Any) -> None:
@@ -177,18 +350,39 @@ def _reset_cache(engine: Any) -> None:
         engine.llm.reset_prefix_cache()
 
 
+def check_modes(modes: list[str], engine: str, replay: bool) -> None:
+    """Modes must belong to the engine, and replays need something to replay."""
+    allowed = OFFLINE_MODES if engine == "offline" else ASYNC_MODES
+    bad = [m for m in modes if m not in allowed]
+    if bad or not modes:
+        raise SystemExit(f"rsa bench: --modes for --engine {engine} must be among "
+                         f"{', '.join(allowed)}; got {','.join(modes)!r}")
+    for i, mode in enumerate(modes):
+        before = modes[:i]
+        if mode == "raw" and "lockstep" not in before and not replay:
+            raise SystemExit("rsa bench: raw replays lockstep's steps: list lockstep before it "
+                             "or give --replay FILE (written by lockstep's --save-batches)")
+        if mode == "bound" and not set(before) & set(RSA_MODES) and not replay:
+            raise SystemExit("rsa bench: bound replays an RSA mode's requests: list "
+                             "barrier-free before it or give --replay FILE")
+
+
+def workload(args: argparse.Namespace) -> dict[str, Any]:
+    """What makes two runs the same token work (checked when a file is replayed)."""
+    return {"problems": args.problems, "population": args.population,
+            "aggregation_size": args.aggregation_size, "steps": args.steps,
+            "max_tokens": args.max_tokens, "length_median": args.median,
+            "length_sigma": args.sigma, "seed": args.seed}
+
+
 def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     """Run the requested modes; returns {mode: figures} (also merged into ``args.out``)."""
     from .engines.vllm import AsyncVLLMEngine, VLLMEngine
 
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    allowed = OFFLINE_MODES if args.engine == "offline" else ASYNC_MODES
-    bad = [m for m in modes if m not in allowed]
-    if bad or not modes:
-        raise SystemExit(f"rsa bench: --modes for --engine {args.engine} must be among "
-                         f"{', '.join(allowed)}; got {args.modes!r}")
-    if "raw" in modes and "lockstep" not in modes:
-        raise SystemExit("rsa bench: --modes raw replays what lockstep sent: list lockstep too")
+    check_modes(modes, args.engine, args.replay is not None)
+    work = workload(args)
+    replayed = load_batches(args.replay, work) if args.replay is not None else None
     lengths = HeavyTail(args.median, args.sigma, args.max_tokens)
     problems = synthetic_problems(args.problems, args.seed)
     config = RSAConfig(population=args.population, aggregation_size=args.aggregation_size,
@@ -206,45 +400,46 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     if args.engine == "offline":
         engine: Any = VLLMEngine(args.model, **options)
+        llm: MeteredLLM = MeteredOfflineLLM(engine.llm)
     else:
         engine = AsyncVLLMEngine(args.model, n_per_request=False, **options)
+        llm = MeteredAsyncLLM(engine.llm)
+    engine.llm = llm
     engine.supports_n = False  # one request per sample: each gets its own forced length
     _warm_up(engine)
     figures: dict[str, Any] = {"_setup": {
         "model": args.model, "load_format": args.load_format, "engine": args.engine,
-        "problems": args.problems, "population": args.population,
-        "aggregation_size": args.aggregation_size, "steps": args.steps,
-        "max_tokens": args.max_tokens, "length_median": args.median, "length_sigma": args.sigma,
-        "max_model_len": engine.max_model_len, "engine_start_s": time.perf_counter() - started}}
+        **work, "max_model_len": engine.max_model_len,
+        "gpu": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "engine_start_s": time.perf_counter() - started}}
+    recorded: dict[str, Batches] = {}
     for mode in modes:
         _reset_cache(engine)
-        if mode == "lockstep":
-            batches: list[list[tuple[list[int], int]]] = []
-            real = engine.generate
-
-            async def recording(requests: Sequence[Request]) -> Any:
-                out = await real(requests)
-                batches.append([(ids, n) for ids, n, _ in engine.last_batch])
-                return out
-
-            engine.generate = recording  # type: ignore[method-assign]
-            figures[mode] = _rsa_mode(engine, problems, config.replace(lockstep=True))
-            engine.generate = real  # type: ignore[method-assign]
-            figures[mode]["generate_calls"] = len(batches)
-        elif mode == "raw":
-            figures[mode] = _raw_mode(engine.llm, batches, args.seed)
+        llm.restart()
+        if mode == "raw":
+            f = _raw_mode(llm, recorded.get("lockstep") or replayed or [], args.seed)
+        elif mode == "bound":
+            source = recorded[next(reversed(recorded))] if recorded else replayed
+            f = _bound_mode(llm, source or [], args.seed)
         else:
-            order = "index" if mode.endswith("-index") else "drawn"
-            figures[mode] = _rsa_mode(engine, problems, config.replace(candidate_order=order))
-            figures[mode]["in_flight_max"] = engine.in_flight_max
-        f = figures[mode]
+            cfg = config.replace(lockstep=mode == "lockstep",
+                                 candidate_order="index" if mode.endswith("-index") else "drawn")
+            f = _rsa_mode(engine, problems, cfg)
+            recorded[mode] = [list(b) for b in llm.batches]
+            if mode == "lockstep":
+                f["generate_calls"] = len(llm.batches)
+                if args.save_batches:
+                    save_batches(args.save_batches, recorded[mode], work)
+        f.update({f"engine_{k}": v for k, v in llm.clock.snapshot().items()})
         f["generated_tokens_per_s"] = f["generated_tokens"] / max(1e-9, f["wall_s"])
+        figures[mode] = f
         print(f"[bench] {mode}: {_row(f)}", flush=True)
         if args.out:
             _merge(Path(args.out), {mode: f, f"_setup_{args.engine}": figures["_setup"]})
     if hasattr(engine, "aclose"):
         from ._runner import run_sync
 
+        engine.llm = llm._llm
         run_sync(engine.aclose())
     return figures
 
@@ -252,7 +447,9 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
 def _row(f: dict[str, Any]) -> str:
     return (f"{f['wall_s']:.1f} s, {f['generated_tokens']} generated + {f['prompt_tokens']} prompt "
             f"tokens, {f['generated_tokens_per_s']:.0f} gen tok/s, prefix hits "
-            f"{f['prefix_hit_rate']:.3f}, GPU {f['gpu_memory_gib']} GiB, failed {f['failed']}")
+            f"{f['prefix_hit_rate']:.3f}, engine busy {f['engine_busy_fraction']}, in flight "
+            f"{f['engine_in_flight_mean']} mean / {f['engine_in_flight_max']} max, GPU "
+            f"{f['gpu_memory_gib']} GiB, failed {f['failed']}")
 
 
 def _merge(path: Path, new: dict[str, Any]) -> dict[str, Any]:
@@ -264,16 +461,21 @@ def _merge(path: Path, new: dict[str, Any]) -> dict[str, Any]:
 
 
 def ratios(data: dict[str, Any]) -> dict[str, float]:
-    """Wall-time and throughput ratios between the modes present (same token work)."""
+    """Wall-time ratios between the modes present (same token work): above 1, the first mode
+    is slower; ``X_over_bound_wall`` is how far X is from the ceiling."""
     out: dict[str, float] = {}
-    wall = {m: data[m]["wall_s"] for m in (*OFFLINE_MODES, *ASYNC_MODES) if m in data}
+    wall = {m: data[m]["wall_s"] for m in MODES if m in data}
     if "lockstep" in wall and "raw" in wall:
         out["lockstep_over_raw_wall"] = wall["lockstep"] / wall["raw"]
-    for m in ASYNC_MODES:
+    for m in ASYNC_RSA_MODES:
         if m in wall and "lockstep" in wall:
             out[f"lockstep_over_{m}_wall"] = wall["lockstep"] / wall[m]
         if m in wall and "raw" in wall:
             out[f"raw_over_{m}_wall"] = wall["raw"] / wall[m]
+    if "bound" in wall:
+        for m in MODES:
+            if m in wall and m != "bound":
+                out[f"{m}_over_bound_wall"] = wall[m] / wall["bound"]
     return {k: round(v, 4) for k, v in out.items()}
 
 
@@ -282,9 +484,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="checkpoint directory or hub id")
     p.add_argument("--engine", choices=("offline", "async"), default="offline",
                    help="offline: vllm.LLM (modes lockstep, raw); async: AsyncLLM (modes "
-                   "barrier-free, barrier-free-index)")
-    p.add_argument("--modes", default=None, help="comma-separated modes (default: all of the "
-                   "engine's)")
+                   "barrier-free, barrier-free-index, bound)")
+    p.add_argument("--modes", default=None, help="comma-separated modes, run in this order "
+                   "(default: all of the engine's)")
+    p.add_argument("--save-batches", type=Path, default=None, metavar="FILE",
+                   help="write what lockstep sent (per step) to FILE (.gz: compressed)")
+    p.add_argument("--replay", type=Path, default=None, metavar="FILE",
+                   help="raw and bound replay FILE (from --save-batches) when no mode of this "
+                   "invocation recorded the work")
     p.add_argument("--load-format", default=None, help="vLLM load format; dummy = random weights")
     p.add_argument("--problems", type=int, default=30, help="synthetic problems (30)")
     p.add_argument("--population", "-N", type=int, default=16, help="N (16)")
@@ -315,6 +522,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                          f"({args.population}), got {args.aggregation_size}")
     if args.modes is None:
         args.modes = ",".join(OFFLINE_MODES if args.engine == "offline" else ASYNC_MODES)
+    if args.replay is not None and not args.replay.exists():
+        raise SystemExit(f"rsa bench: --replay {args.replay}: no such file")
     figures = run_bench(args)
     data = json.loads(args.out.read_text()) if args.out and args.out.exists() else figures
     print(json.dumps({"ratios": data.get("ratios", ratios(data))}, indent=1))
