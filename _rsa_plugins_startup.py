@@ -3,7 +3,8 @@
 It installs `rsa_plugins._hooks`, which registers the plugins right after a framework is
 imported (for example ``lm_eval --model rsa-vllm`` on the stock command).  The hook file is
 loaded by path, so the ``rsa_plugins`` package itself is not imported at start-up: the cost is
-one small module and a ``sys.meta_path`` entry.  ``RSA_PLUGINS_NO_HOOK=1`` switches it off.
+one small module and a ``sys.meta_path`` entry.  ``RSA_PLUGINS_NO_HOOK=1`` switches it off
+(`rsa_plugins._hooks.hook_disabled`).
 A failure here never stops Python: it is reported on stderr and the hook stays off.
 """
 
@@ -12,8 +13,6 @@ import sys
 
 
 def _install() -> None:
-    if os.environ.get("RSA_PLUGINS_NO_HOOK", "").strip().lower() in ("1", "true", "yes", "on"):
-        return
     hooks = sys.modules.get("rsa_plugins._hooks")
     if hooks is None:
         import importlib.util

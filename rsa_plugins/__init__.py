@@ -6,19 +6,21 @@
     >>> result.answer, result.steps[-1]["majority_share"]
 """
 
-__version__ = "0.1.0"
-
-
-from ._runner import aclose
+from ._background import aclose
+from ._version import __version__
 from .answers import equivalent, extract, vote
 from .api import arun, as_problem, make_engine, run
-from .config import ConfigError, RSAConfig
-from .engines.base import Engine
-from .loop import RSA
-from .types import Candidate, Completion, Problem, Request, RSAResult, Usage
+from .config import RSAConfig
+from .engines.base import Engine, EngineError
+from .loop import RSALoop
+from .observers import Observer
+from .selection import select
+from .types import Candidate, Completion, Message, Problem, Request, RSAResult, Usage
+from .validate import ConfigError
 
 __all__ = [
-    "RSA", "RSAConfig", "ConfigError", "Engine", "Problem", "Request", "Completion", "Candidate",
-    "RSAResult", "Usage", "run", "arun", "aclose", "make_engine", "as_problem", "extract",
-    "equivalent", "vote", "__version__",
+    "RSALoop", "RSAConfig", "ConfigError", "Engine", "EngineError", "Observer", "Problem",
+    "Message", "Request", "Completion", "Candidate", "RSAResult", "Usage", "run", "arun",
+    "aclose", "make_engine", "as_problem", "extract", "equivalent", "vote", "select",
+    "__version__",
 ]

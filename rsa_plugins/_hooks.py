@@ -67,9 +67,14 @@ class _Finder(importlib.abc.MetaPathFinder):
         return None
 
 
+def hook_disabled() -> bool:
+    """Whether ``RSA_PLUGINS_NO_HOOK`` switches the plugins' automatic registration off."""
+    return os.environ.get("RSA_PLUGINS_NO_HOOK", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def install() -> None:
     """Add the finder once (idempotent); handle frameworks that are already imported."""
-    if os.environ.get("RSA_PLUGINS_NO_HOOK", "").lower() in ("1", "true", "yes"):
+    if hook_disabled():
         return
     if not any(isinstance(f, _Finder) for f in sys.meta_path):
         sys.meta_path.insert(0, _Finder())

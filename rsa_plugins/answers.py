@@ -1,22 +1,29 @@
-"""Answer extraction, equivalence and majority vote.
+"""Answer extraction: what a completion commits to, per answer kind.
 
 Extraction depends on the task kind: the last ``\\boxed{}`` (math), an option letter (multiple
-choice), the last ``<answer>`` tag (reasoning-gym), the last fenced block (code), or a marked
-``ANSWER:`` / ``Final answer:`` line (general).  Equivalence uses math-verify for math answers
-when it is installed, and normalised string or number comparison otherwise.
+choice), the last ``<answer>`` tag (reasoning-gym), the last fenced block (code); general answers
+take the most explicit marker present: an ``<answer>`` tag, a ``\\boxed{}``, an ``ANSWER:`` /
+``Final answer:`` line, gsm8k's ``#### 42``, ``The answer is 42.``, else the last line.
+
+Equivalence and voting live in `rsa_plugins.equivalence` (imported here too).
 """
 
 from __future__ import annotations
 
-import math
 import re
-from collections.abc import Sequence
-from functools import lru_cache
-from typing import Any
+from collections.abc import Callable, Sequence
+
+from .equivalence import answer_key, cluster, entropy, equivalent, normalize, vote
+
+__all__ = ["extract", "detect_kind", "last_boxed", "answer_key", "cluster", "entropy",
+           "equivalent", "normalize", "vote"]
 
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.S | re.I)
 _MARKED = re.compile(r"(?:^|\n)\s*(?:\*\*)?(?:final\s+answer|answer)(?:\*\*)?\s*[:：]\s*(.+)", re.I)
 _FENCE = re.compile(r"```[^\n`]*\n(.*?)```", re.S)
+_GSM8K = re.compile(r"(?:^|(?<=\s))####[ \t]*\$?[ \t]*(-?[\d,]*\.?\d+)[ \t]*\.?[ \t]*$", re.M)
+_ANSWER_IS = re.compile(r"\bthe\s+(?:final\s+)?answer\s+is\s*:?[ \t]*(.+?)[ \t]*(?:\.(?=\s)|\.?$)",
+                        re.I | re.M)
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
 _LETTER_PATTERNS = [
     re.compile(r"\\boxed\{\s*\(?([A-Z])\)?\s*\}"),
@@ -64,6 +71,28 @@ def _last_number(text: str) -> str | None:
     return found[-1].replace(",", "") if found else None
 
 
+def _gsm8k(text: str) -> str | None:
+    """gsm8k's ``#### 42`` (a number closing its line, as lm-eval's own filter reads it)."""
+    found = _last(_GSM8K, text)
+    return found.replace(",", "") if found else None
+
+
+def _answer_is(text: str) -> str | None:
+    """gsm8k-cot's ``The answer is 42.``: the rest of that sentence, last occurrence."""
+    found = _last(_ANSWER_IS, text)
+    return found.strip("*$ \t") if found else None
+
+
+#: general answers, most explicit first: (text the marker needs, finder)
+_GENERAL_MARKERS: tuple[tuple[str, Callable[[str], str | None]], ...] = (
+    ("<answer>", lambda t: _last(_ANSWER_TAG, t)),
+    ("", last_boxed),
+    ("answer", lambda t: _last(_MARKED, t)),
+    ("####", _gsm8k),
+    ("answer", _answer_is),
+)
+
+
 def extract(text: str, kind: str = "general", n_choices: int | None = None) -> str | None:
     """The answer a completion commits to, or None when it commits to none."""
     if not text:
@@ -77,9 +106,12 @@ def extract(text: str, kind: str = "general", n_choices: int | None = None) -> s
     if kind == "code":
         return _last(_FENCE, text) or text.strip()
     # general / auto: the most explicit marker present wins
-    for found in (_last(_ANSWER_TAG, text), last_boxed(text), _last(_MARKED, text)):
-        if found:
-            return found
+    low = text.lower()
+    for needle, find in _GENERAL_MARKERS:
+        if needle in low:  # a regex runs only where it can match
+            found = find(text)
+            if found:
+                return found
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
     return lines[-1] if lines else None
 
@@ -96,109 +128,3 @@ def detect_kind(prompt: str, choices: Sequence[str] | None = None) -> str:
                                      prompt, re.I):
         return "code"
     return "general"
-
-
-# ------------------------------------------------------------------ equivalence
-
-
-def normalize(answer: Any) -> str:
-    """Cheap canonical form: trimmed, no surrounding $ or trailing period, lower case."""
-    s = str(answer).strip()
-    s = re.sub(r"^\$+|\$+$", "", s).strip()
-    s = re.sub(r"^\\text\{(.*)\}$", r"\1", s)
-    s = s.rstrip(".").strip()
-    s = re.sub(r"\s+", " ", s)
-    return s.lower()
-
-
-def _as_number(s: str) -> float | None:
-    s = s.replace(",", "").replace(" ", "")
-    try:
-        if "/" in s:
-            a, b = s.split("/", 1)
-            return float(a) / float(b)
-        return float(s)
-    except (ValueError, ZeroDivisionError):
-        return None
-
-
-@lru_cache(maxsize=4096)
-def _math_verify_equal(a: str, b: str) -> bool:
-    try:
-        import logging
-
-        from math_verify import parse, verify
-
-        logging.getLogger("math_verify").setLevel(logging.ERROR)
-    except ImportError:  # math-verify is a core dependency, but stay usable without it
-        return False
-    try:
-        # timeouts use SIGALRM, which only works on the main thread: switch them off
-        pa = parse(f"${a}$", parsing_timeout=None)
-        pb = parse(f"${b}$", parsing_timeout=None)
-        return bool(pa and pb and verify(pa, pb, timeout_seconds=None))
-    except Exception:
-        return False
-
-
-def equivalent(a: Any, b: Any, kind: str = "general") -> bool:
-    """Whether two extracted answers say the same thing."""
-    if a is None or b is None:
-        return False
-    if kind == "code":
-        return " ".join(str(a).split()) == " ".join(str(b).split())
-    na, nb = normalize(a), normalize(b)
-    if na == nb:
-        return True
-    if kind == "multiple_choice":
-        return False
-    xa, xb = _as_number(na), _as_number(nb)
-    if xa is not None and xb is not None:
-        return math.isclose(xa, xb, rel_tol=1e-9, abs_tol=1e-9)
-    if kind in ("math", "general", "auto"):
-        return _math_verify_equal(str(a), str(b))
-    return False
-
-
-# ------------------------------------------------------------------ voting
-
-
-def cluster(answers: Sequence[Any], kind: str = "general") -> list[list[int]]:
-    """Group indices of equivalent answers; None answers are left out.  First seen = first cluster."""
-    clusters: list[list[int]] = []
-    keys: dict[str, int] = {}
-    for i, ans in enumerate(answers):
-        if ans is None:
-            continue
-        key = normalize(ans) if kind != "code" else " ".join(str(ans).split())
-        if key in keys:
-            clusters[keys[key]].append(i)
-            continue
-        for ci, members in enumerate(clusters):
-            if equivalent(answers[members[0]], ans, kind):
-                members.append(i)
-                keys[key] = ci
-                break
-        else:
-            keys[key] = len(clusters)
-            clusters.append([i])
-    return clusters
-
-
-def vote(answers: Sequence[Any], kind: str = "general") -> tuple[int | None, dict[str, int]]:
-    """Majority vote.  Returns (index of a member of the largest cluster, votes per answer).
-
-    Ties go to the cluster seen first, as in the paper's code.
-    """
-    clusters = cluster(answers, kind)
-    votes = {str(answers[c[0]]): len(c) for c in clusters}
-    if not clusters:
-        return None, votes
-    best = max(clusters, key=len)  # max keeps the first of equal sizes
-    return best[0], votes
-
-
-def entropy(counts: Sequence[int]) -> float:
-    """Shannon entropy (nats) of a vote distribution."""
-    total = sum(counts)
-    return -sum(c / total * math.log(c / total) for c in counts if c) if total else 0.0

@@ -6,10 +6,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, overload
 
-from ._runner import run_sync
+from ._background import run_sync
 from .config import RSAConfig
 from .engines.base import Engine
-from .loop import RSA, OnStep
+from .loop import RSALoop
+from .observers import OnStep
 from .types import Problem, RSAResult, Scorer
 
 ProblemLike = str | Problem | Mapping[str, Any]
@@ -71,8 +72,9 @@ async def arun(problem_or_problems: Sequence[ProblemLike], model: Any = ...,
 
 
 async def arun(problem_or_problems: ProblemLike | Sequence[ProblemLike], model: Any = None,
-               api_base: str | None = None, population: int = 16, aggregation_size: int = 4,
-               steps: int = 10, selection: str = "majority", seed: int = 0, *,
+               api_base: str | None = None, population: int = RSAConfig.population,
+               aggregation_size: int = RSAConfig.aggregation_size, steps: int = RSAConfig.steps,
+               selection: str = RSAConfig.selection, seed: int = RSAConfig.seed, *,
                trace: str | Path | None = None, resume: bool = True,
                progress: bool | None = None, on_step: OnStep | None = None,
                scorer: Scorer | None = None, **options: Any) -> RSAResult | list[RSAResult]:
@@ -91,7 +93,7 @@ async def arun(problem_or_problems: ProblemLike | Sequence[ProblemLike], model: 
         engine_options.setdefault("concurrency", config.concurrency)
     engine = make_engine(model, api_base, **engine_options)
     try:
-        results = await RSA(engine, config, trace=trace, resume=resume, progress=progress,
+        results = await RSALoop(engine, config, trace=trace, resume=resume, progress=progress,
                             on_step=on_step).run(problems)
     finally:
         if engine is not model:  # we made it, we close it
@@ -100,8 +102,9 @@ async def arun(problem_or_problems: ProblemLike | Sequence[ProblemLike], model: 
 
 
 def run(problem_or_problems: ProblemLike | Sequence[ProblemLike], model: Any = None,
-        api_base: str | None = None, population: int = 16, aggregation_size: int = 4,
-        steps: int = 10, selection: str = "majority", seed: int = 0,
+        api_base: str | None = None, population: int = RSAConfig.population,
+        aggregation_size: int = RSAConfig.aggregation_size, steps: int = RSAConfig.steps,
+        selection: str = RSAConfig.selection, seed: int = RSAConfig.seed,
         **options: Any) -> RSAResult | list[RSAResult]:
     """Synchronous `arun` (runs on a background event loop, so it also works in notebooks)."""
     return run_sync(arun(problem_or_problems, model, api_base, population, aggregation_size,

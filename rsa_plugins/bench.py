@@ -46,7 +46,7 @@ from typing import Any
 
 from .busy import BusyClock
 from .config import RSAConfig
-from .loop import derive_seed
+from .seeds import derive_seed
 from .types import Problem, Request
 
 OFFLINE_MODES = ("lockstep", "raw")
@@ -253,8 +253,8 @@ def load_batches(path: Path, setup: dict[str, Any]) -> Batches:
 
 
 def _rsa_mode(engine: Any, problems: list[Problem], config: RSAConfig) -> dict[str, Any]:
-    from ._runner import run_sync
-    from .loop import RSA
+    from ._background import run_sync
+    from .loop import RSALoop as RSA
 
     before = (engine.prompt_tokens_sent, engine.cached_tokens)
     with MemoryPeak() as mem:
@@ -329,7 +329,7 @@ def _bound_mode(llm: Any, batches: Batches, seed: int) -> dict[str, Any]:
 
 def _warm_up(engine: Any) -> None:
     """A small batch first, so no mode pays for the engine's first-call set-up."""
-    from ._runner import run_sync
+    from ._background import run_sync
 
     hook, engine.sampling_hook = engine.sampling_hook, None
     reqs = [Request(messages=[{"role": "user", "content": f"Count to {i}."}], seed=i,
@@ -343,7 +343,7 @@ def _reset_cache(engine: Any) -> None:
     from .engines.vllm import AsyncVLLMEngine
 
     if isinstance(engine, AsyncVLLMEngine):
-        from ._runner import run_sync
+        from ._background import run_sync
 
         run_sync(engine.llm.reset_prefix_cache())
     else:
@@ -437,7 +437,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         if args.out:
             _merge(Path(args.out), {mode: f, f"_setup_{args.engine}": figures["_setup"]})
     if hasattr(engine, "aclose"):
-        from ._runner import run_sync
+        from ._background import run_sync
 
         engine.llm = llm._llm
         run_sync(engine.aclose())

@@ -615,7 +615,7 @@ def execute(model: Model, problems: list[Any], configs: dict[str, RSAConfig], ou
 
 async def _execute(model: Model, problems: list[Any], configs: dict[str, RSAConfig], out: Path,
                    progress: bool | None, info: dict[str, Any]) -> dict[str, list[Any]]:
-    from .loop import RSA
+    from .loop import RSALoop as RSA
 
     engine = model.engine()
     results: dict[str, list[Any]] = {}

@@ -8,34 +8,15 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from .validate import ConfigError, check_choice, check_int
+
+__all__ = ["RSAConfig", "ConfigError", "SELECTIONS", "VIEWS", "ORDERS", "KINDS"]
+
 SELECTIONS = ("majority", "random")
 VIEWS = ("full", "answer", "tail")
 ORDERS = ("drawn", "index")
+#: answer kinds: how answers are extracted and compared ("auto": detected from the prompt)
 KINDS = ("auto", "math", "multiple_choice", "code", "reasoning_gym", "general")
-
-
-class ConfigError(ValueError):
-    """A parameter is outside its allowed range; the message names the parameter."""
-
-
-def _int(name: str, value: Any, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        elif isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            value = int(value)
-        else:
-            raise ConfigError(f"{name} must be an integer, got {value!r}")
-    if value < low or (high is not None and value > high):
-        bound = f">= {low}" if high is None else f"between {low} and {high}"
-        raise ConfigError(f"{name} must be {bound}, got {value}")
-    return value
-
-
-def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -49,6 +30,8 @@ class RSAConfig:
     paper's code); "index" sorts them by population slot, so aggregation prompts that share
     their first candidates share a longer prefix for the engine's prefix cache (slots are
     exchangeable, so this is still a uniformly random order of the candidates' contents).
+    stop: stop strings of every generation (an lm-eval task's ``until``).  sampling: further
+    sampling fields passed to the engine as they are (e.g. ``{"top_k": 20}``).
     """
 
     population: int = 16
@@ -67,27 +50,28 @@ class RSAConfig:
     concurrency: int = 64
     lockstep: bool = False
     candidate_order: str = "drawn"
+    stop: tuple[str, ...] = ()
     sampling: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
-        set_("population", _int("population", self.population, 1))
-        set_("aggregation_size", _int("aggregation_size", self.aggregation_size, 1))
+        set_("population", check_int("population", self.population, 1))
+        set_("aggregation_size", check_int("aggregation_size", self.aggregation_size, 1))
         if self.aggregation_size > self.population:
             raise ConfigError(
                 f"aggregation_size must be between 1 and population ({self.population}), "
                 f"got {self.aggregation_size}"
             )
-        set_("steps", _int("steps", self.steps, 1))
-        set_("seed", _int("seed", self.seed, 0))
-        _choice("selection", self.selection, SELECTIONS)
-        _choice("view", self.view, VIEWS)
-        _choice("kind", self.kind, KINDS)
-        _choice("candidate_order", self.candidate_order, ORDERS)
-        set_("tail_tokens", _int("tail_tokens", self.tail_tokens, 1))
-        set_("concurrency", _int("concurrency", self.concurrency, 1))
+        set_("steps", check_int("steps", self.steps, 1))
+        set_("seed", check_int("seed", self.seed, 0))
+        check_choice("selection", self.selection, SELECTIONS)
+        check_choice("view", self.view, VIEWS)
+        check_choice("kind", self.kind, KINDS)
+        check_choice("candidate_order", self.candidate_order, ORDERS)
+        set_("tail_tokens", check_int("tail_tokens", self.tail_tokens, 1))
+        set_("concurrency", check_int("concurrency", self.concurrency, 1))
         if self.max_tokens is not None:
-            set_("max_tokens", _int("max_tokens", self.max_tokens, 1))
+            set_("max_tokens", check_int("max_tokens", self.max_tokens, 1))
         try:
             temperature = float(self.temperature)
         except (TypeError, ValueError):
@@ -97,6 +81,11 @@ class RSAConfig:
         set_("temperature", temperature)
         if self.top_p is not None and not 0 < float(self.top_p) <= 1:
             raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
+        if isinstance(self.stop, str) or not all(isinstance(x, str) for x in self.stop):
+            raise ConfigError(f"stop must be a list of strings, got {self.stop!r}")
+        set_("stop", tuple(x for x in self.stop if x))
+        if not isinstance(self.sampling, dict):
+            raise ConfigError(f"sampling must be a dict such as {{'top_k': 20}}, got {self.sampling!r}")
         if self.template is not None:
             for slot in ("{problem}", "{candidates}"):
                 if slot not in self.template:
@@ -119,7 +108,9 @@ class RSAConfig:
         keys = ("population", "aggregation_size", "steps", "seed", "temperature", "top_p",
                 "max_tokens", "view", "tail_tokens", "include_reasoning", "kind", "template",
                 "sampling")
-        fields = {k: getattr(self, k) for k in keys}
+        fields: dict[str, Any] = {k: getattr(self, k) for k in keys}
+        if self.stop:  # only then, so older traces keep their fingerprint
+            fields["stop"] = list(self.stop)
         if self.candidate_order != "drawn":  # only then, so older traces keep their fingerprint
             fields["candidate_order"] = self.candidate_order
         blob = json.dumps(fields, sort_keys=True, default=str)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .answers import cluster, entropy
+from .equivalence import cluster, entropy
 from .types import Candidate
 
 ACCURACY_KEYS = ("mean_accuracy", "pass_at_n", "majority_accuracy")

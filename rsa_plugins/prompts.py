@@ -1,42 +1,42 @@
-"""Aggregation prompts per task kind, and the views of a candidate that go into them.
+"""Aggregation prompts, and the views of a candidate that go into them.
 
-The wording paraphrases the paper's aggregation prompt: one user message that says several
-candidate solutions follow (some possibly wrong), asks to merge their useful ideas, pick the
+The wording paraphrases the paper's aggregation prompt: one user turn that says several
+candidate responses follow (some possibly wrong), asks to merge their useful ideas, pick the
 right path where they disagree and try a new approach if all are wrong; then the problem, the
-candidates in numbered blocks, and a closing request for one improved solution in the task's
-answer format.  K=1 has its own "refine this candidate" wording.
+candidates in numbered blocks, and a closing request for one improved response.  K=1 has its own
+"refine this candidate" wording.
+
+The closing request keeps the task's own answer format: it asks for the response in the form the
+problem asks for (its instructions, its few-shot examples, its prefill), and adds an
+answer-format clause of its own only when RSA itself chose the format (`Problem.answer_format`).
+So a task's filters and scorers read aggregated outputs exactly as they read plain samples, and
+an open-ended task gets no answer line at all.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from .answers import extract
 from .config import RSAConfig
-from .types import Candidate, Problem
+from .types import Candidate, Problem, Tokenizer
 
-#: noun used for the task, and how the answer must be given, per kind
-KIND_TEXT: dict[str, tuple[str, str]] = {
-    "math": ("math problem", "the final answer written as \\boxed{...}"),
-    "multiple_choice": (
-        "multiple-choice question",
-        "the letter of the correct option on its own last line, as ANSWER: X",
-    ),
-    "code": ("programming problem", "the complete final program in a single fenced code block"),
-    "reasoning_gym": ("problem", "the final answer between <answer> and </answer> tags"),
-    "general": ("problem", "a last line of the form ANSWER: <your final answer>"),
+#: the clause RSA adds to prompts, per answer kind, where it chooses the format itself
+ANSWER_FORMATS: dict[str, str] = {
+    "math": "the final answer written as \\boxed{...}",
+    "multiple_choice": "the letter of the correct option on its own last line, as ANSWER: X",
+    "code": "the complete final program in a single fenced code block",
+    "reasoning_gym": "the final answer between <answer> and </answer> tags",
+    "general": "a last line of the form ANSWER: <your final answer>",
 }
+#: what the task is called in the prompt, per answer kind
+NOUNS = {"math": "math problem", "multiple_choice": "multiple-choice question",
+         "code": "programming problem"}
 
 OMITTED = "[... earlier part omitted ...]\n"
 
 
-class Tokenizer(Protocol):
-    def encode(self, text: str) -> list[int]: ...
-    def decode(self, ids: list[int]) -> str: ...
-
-
-def format_hint(problem: Problem, kind: str) -> str:
-    return problem.metadata.get("format_hint") or KIND_TEXT[kind][1]
+def instruction(kind: str) -> str:
+    """The sentence RSA appends to a prompt when it chooses the answer format of `kind`."""
+    return f"Reason step by step, then end your response with {ANSWER_FORMATS[kind]}."
 
 
 def tail(text: str, n_tokens: int, tokenizer: Tokenizer | None = None) -> tuple[str, bool]:
@@ -52,55 +52,56 @@ def tail(text: str, n_tokens: int, tokenizer: Tokenizer | None = None) -> tuple[
     return OMITTED + text[-limit:], True
 
 
-def candidate_view(cand: Candidate, config: RSAConfig, kind: str,
-                   tokenizer: Tokenizer | None = None, view: str | None = None) -> str:
-    """The text of a candidate as it appears in an aggregation prompt."""
-    view = view or config.view
-    text = cand.completion.text.strip()
-    if view == "answer":
+def candidate_view(cand: Candidate, config: RSAConfig, problem: Problem, kind: str,
+                   tokenizer: Tokenizer | None = None) -> str:
+    """The text of a candidate as it appears in an aggregation prompt.
+
+    A problem's prefill is put back in front of the generated text, so the candidate reads
+    as the whole response ("The best answer is" + " C.").
+    """
+    text = cand.completion.text
+    if problem.prefill:
+        text = f"{problem.prefill}{text}"
+    text = text.strip()
+    if config.view == "answer":
         answer = cand.answer if cand.answer is not None else extract(text, kind)
         return f"Final answer: {answer}" if answer is not None else text[-400:]
     if config.include_reasoning and cand.completion.reasoning:
         text = f"<think>\n{cand.completion.reasoning.strip()}\n</think>\n{text}"
-    if view == "tail":
+    if config.view == "tail":
         text, _ = tail(text, config.tail_tokens, tokenizer)
     return text
 
 
 def aggregation_prompt(problem: Problem, views: list[str], config: RSAConfig, kind: str) -> str:
-    """Build the single user message that asks the model to aggregate `views`."""
-    noun, hint = KIND_TEXT[kind][0], format_hint(problem, kind)
+    """The user turn that asks the model to aggregate `views` into one response."""
+    blocks = "\n\n".join(f"---- Solution {i} ----\n{v}" for i, v in enumerate(views, 1))
+    fmt = problem.answer_format
     if config.template is not None:
-        blocks = "\n\n".join(f"---- Solution {i} ----\n{v}" for i, v in enumerate(views, 1))
         return config.template.format(problem=problem.prompt, candidates=blocks,
-                                      format_hint=hint, k=len(views))
+                                      format_hint=fmt or "the form the problem asks for",
+                                      k=len(views))
+    noun = NOUNS.get(kind, "problem")
+    closing = (f", ending with {fmt}." if fmt else
+               " in exactly the form the problem asks for (its instructions and examples "
+               "set the format).")
     if len(views) == 1:
         return (
-            f"You are given a {noun} and one candidate solution to it. The candidate may be "
-            "incomplete or contain mistakes. Refine it into a better, fully correct solution: "
+            f"You are given a {noun} and one candidate response to it. The candidate may be "
+            "incomplete or contain mistakes. Refine it into a better, fully correct response: "
             "check each step, fix what is wrong, and if its approach is wrong altogether, solve "
-            f"the problem a different way. End your response with {hint}.\n\n"
+            "the problem a different way.\n\n"
             f"Problem:\n{problem.prompt}\n\n"
             f"---- Candidate ----\n{views[0]}\n\n"
-            "Now refine the candidate into one improved solution. Reason clearly and end "
-            f"with {hint}."
+            f"Now write one improved response to the problem{closing}"
         )
-    blocks = "\n\n".join(f"---- Solution {i} ----\n{v}" for i, v in enumerate(views, 1))
     return (
-        f"You are given a {noun} and {len(views)} candidate solutions. Some of them may be "
-        "wrong or incomplete. Combine the useful ideas of the candidates into one high-quality "
-        "solution. Reason carefully; where the candidates disagree, work out which path is "
-        "right; if every candidate is wrong, try a different approach of your own. "
-        f"End your response with {hint}.\n\n"
+        f"You are given a {noun} and {len(views)} candidate responses to it. Some of them may "
+        "be wrong or incomplete. Combine the useful ideas of the candidates into one better "
+        "response: where they disagree, work out which is right; if every candidate is wrong, "
+        "try a different approach of your own.\n\n"
         f"Problem:\n{problem.prompt}\n\n"
-        "Candidate solutions (they may contain mistakes):\n\n"
+        "Candidate responses (they may contain mistakes):\n\n"
         f"{blocks}\n\n"
-        "Now write a single improved solution. Reason clearly and end with "
-        f"{hint}."
+        f"Now write one improved response to the problem{closing}"
     )
-
-
-def messages(problem: Problem, user: str) -> list[dict[str, str]]:
-    """Chat messages for one request (the problem's system message, if any, goes first)."""
-    msgs = [{"role": "system", "content": problem.system}] if problem.system else []
-    return msgs + [{"role": "user", "content": user}]

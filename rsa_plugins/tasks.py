@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .prompts import ANSWER_FORMATS
 from .types import Problem
 
 # No example value here: small models copy it as their answer.
@@ -15,7 +16,7 @@ RG_INSTRUCTION = (
 NUMBER_INSTRUCTION = "Give the final answer as a number."
 NUMBER_HINT = "the final answer as a number"
 #: answer formats of `reasoning_gym_problems`
-ANSWER_FORMATS = ("tags", "number")
+FORMATS = ("tags", "number")
 
 
 def reasoning_gym_problems(dataset: str, limit: int = 20, seed: int = 0,
@@ -36,8 +37,8 @@ def reasoning_gym_problems(dataset: str, limit: int = 20, seed: int = 0,
         raise ImportError("reasoning-gym tasks need `pip install 'rsa-plugins[reasoning-gym]'`") from None
     if limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
-    if answer_format not in ANSWER_FORMATS:
-        raise ValueError(f"answer_format must be one of {', '.join(ANSWER_FORMATS)}; "
+    if answer_format not in FORMATS:
+        raise ValueError(f"answer_format must be one of {', '.join(FORMATS)}; "
                          f"got {answer_format!r}")
     names = sorted(reasoning_gym.factory.DATASETS)
     if dataset not in names:
@@ -56,11 +57,10 @@ def reasoning_gym_problems(dataset: str, limit: int = 20, seed: int = 0,
 
         # enough to rebuild the entry elsewhere (e.g. a reward function scoring training rows)
         metadata: dict[str, Any] = {"dataset": dataset, "index": i, "seed": seed, "size": limit}
-        if number:
-            metadata["format_hint"] = NUMBER_HINT
         problems.append(Problem(
             prompt=f"{entry['question']}\n\n{instruction}", id=f"{dataset}-{seed}-{i}",
             target=entry["answer"], kind="math" if number else "reasoning_gym", scorer=score,
+            answer_format=NUMBER_HINT if number else ANSWER_FORMATS["reasoning_gym"],
             metadata=metadata,
         ))
     return problems

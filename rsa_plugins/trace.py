@@ -96,6 +96,18 @@ class ResumeState:
                 state.results[ev["problem"]] = ev
         return state
 
+    def finished_steps(self, problem_id: str, steps: int,
+                       population: int) -> list[tuple[dict[str, Any], list[Candidate]]]:
+        """(metrics, candidates) of each step of `problem_id` that an earlier run finished."""
+        done = self.steps.get(problem_id, {})
+        out = []
+        for t in range(1, steps + 1):
+            if t not in done:
+                break
+            recs = [self.generations.get((problem_id, t, s)) for s in range(population)]
+            out.append((done[t], [candidate_from_record(r) for r in recs if r is not None]))
+        return out
+
     def done_generation(self, problem_id: str, step: int, slot: int) -> Candidate | None:
         rec = self.generations.get((problem_id, step, slot))
         if rec is None or rec.get("error") is not None:

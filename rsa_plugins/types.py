@@ -4,15 +4,38 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
+#: one chat message: ``{"role": "system" | "user" | "assistant", "content": str}``
+Message = dict[str, str]
 #: scorer(answer, candidate_text, problem) -> score in [0, 1] (1 means correct)
 Scorer = Callable[[Any, str, "Problem"], float]
 
 
+class Tokenizer(Protocol):
+    """What the loop needs of a tokenizer (Hugging Face tokenizers qualify)."""
+
+    def encode(self, text: str) -> list[int]: ...
+    def decode(self, ids: list[int]) -> str: ...
+
+
 @dataclass
 class Problem:
-    """One task instance.  `prompt` is sent verbatim as the first user message."""
+    """One task instance with its whole chat.
+
+    The chat an engine receives for a problem is `system`, then the `fewshot` turns, then a
+    user turn (`prompt` at the first step, an aggregation prompt quoting `prompt` later), then
+    `prefill` as the start of the assistant's reply (lm-eval's ``gen_prefix``, an Inspect
+    assistant prefill).  `chat=False` marks a prompt that is plain text, sent without a chat
+    template by engines that render prompts themselves (lm-eval without
+    ``--apply_chat_template``).
+
+    `kind` says how answers are extracted and compared (``auto``: detected from the prompt).
+    `answer_format` is set only where RSA itself chose the answer format (its own tasks, the
+    ``rsa`` CLI, an Inspect preset): a clause such as "the final answer written as
+    \\boxed{...}" that aggregation prompts repeat.  Without it, aggregation asks for an answer in
+    the form the problem itself asks for (its instructions and examples).
+    """
 
     prompt: str
     id: str = ""
@@ -21,35 +44,67 @@ class Problem:
     choices: list[str] | None = None
     scorer: Scorer | None = None
     system: str | None = None
+    fewshot: list[Message] = field(default_factory=list)
+    prefill: str | None = None
+    answer_format: str | None = None
+    chat: bool = True
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.prompt, str) or not self.prompt.strip():
             raise ValueError("problem prompt must be a non-empty string")
+        for turn in self.fewshot:
+            if turn.get("role") not in ("user", "assistant") or not isinstance(turn.get("content"), str):
+                raise ValueError("problem fewshot turns must be {'role': 'user' | 'assistant', "
+                                 f"'content': str}}, got {turn!r}")
         if not self.id:
             self.id = hashlib.sha256(self.prompt.encode()).hexdigest()[:12]
+
+    def messages(self, user: str | None = None) -> list[Message]:
+        """The chat for one request: system, few-shot turns, `user` (default: the prompt), prefill."""
+        msgs = [{"role": "system", "content": self.system}] if self.system else []
+        msgs += [dict(t) for t in self.fewshot]
+        msgs.append({"role": "user", "content": self.prompt if user is None else user})
+        if self.prefill:
+            msgs.append({"role": "assistant", "content": self.prefill})
+        return msgs
 
 
 @dataclass
 class Request:
-    """One generation request: chat messages plus sampling; `n` > 1 only for first steps."""
+    """One generation: the chat plus sampling settings; `n` > 1 only at first steps.
 
-    messages: list[dict[str, str]]
+    A last message with role ``assistant`` is a prefill the reply continues.  `chat=False`:
+    engines that render prompts join the messages as plain text instead of applying the
+    model's chat template.  `parents` are the candidates an aggregation request combines
+    (empty at the first step); engines that build their own calls from structured fields
+    (DSPy) read them, others only need `messages`.
+    """
+
+    messages: list[Message]
     seed: int
     n: int = 1
     temperature: float = 1.0
     top_p: float | None = None
     max_tokens: int | None = None
+    stop: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
-    # context for engines that build their own calls (e.g. DSPy predictors); not sent as is
-    problem: Problem | None = None
-    step: int = 1
+    chat: bool = True
     parents: list[Candidate] = field(default_factory=list)
+
+    @property
+    def prefill(self) -> str | None:
+        """The assistant prefill this request continues, if any."""
+        last = self.messages[-1] if self.messages else None
+        return last["content"] if last is not None and last.get("role") == "assistant" else None
 
 
 @dataclass
 class Completion:
-    """What an engine returns for one sample.  `error` is set when the call failed for good."""
+    """What an engine returns for one sample.  `error` is set when the call failed for good.
+
+    `text` is what the model generated (after any prefill, which it does not repeat).
+    """
 
     text: str = ""
     reasoning: str | None = None
@@ -89,22 +144,13 @@ class Candidate:
 
 @dataclass
 class Usage:
+    """Token and call counts of one problem's run (every step summed)."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
     calls: int = 0
     failed: int = 0
     retries: int = 0
-
-    def add(self, c: Completion) -> None:
-        self.prompt_tokens += c.prompt_tokens
-        self.completion_tokens += c.completion_tokens
-        self.calls += 1
-        self.failed += 0 if c.ok else 1
-        self.retries += c.retries
-
-    def merge(self, other: Usage) -> None:
-        for k in ("prompt_tokens", "completion_tokens", "calls", "failed", "retries"):
-            setattr(self, k, getattr(self, k) + getattr(other, k))
 
     @property
     def total_tokens(self) -> int:
@@ -113,7 +159,11 @@ class Usage:
 
 @dataclass
 class RSAResult:
-    """The outcome for one problem."""
+    """The outcome for one problem.
+
+    `degraded_at` is the step whose generations all failed, when the run then kept the
+    previous population for the final answer (None when every step produced candidates).
+    """
 
     problem: Problem
     answer: Any
@@ -124,6 +174,7 @@ class RSAResult:
     usage: Usage
     votes: dict[str, int]
     failed: bool = False
+    degraded_at: int | None = None
 
     @property
     def correct(self) -> bool | None:

@@ -18,7 +18,7 @@ if __name__ == "__main__":
 
     os.environ.update(cpu_env())
     import rsa_plugins
-    from rsa_plugins._runner import run_sync
+    from rsa_plugins._background import run_sync
     from rsa_plugins.engines.vllm import AsyncVLLMEngine
     from rsa_plugins.tasks import reasoning_gym_problems
     from rsa_plugins.types import Request
@@ -30,7 +30,7 @@ if __name__ == "__main__":
     engine = AsyncVLLMEngine(sys.argv[1], max_model_len=2048, dtype="bfloat16",
                              enforce_eager=True, seed=0, sampling_hook=hook)
     problems = reasoning_gym_problems("basic_arithmetic", limit=3, seed=5)
-    from rsa_plugins.loop import derive_seed
+    from rsa_plugins.seeds import derive_seed
 
     poison = derive_seed(0, problems[0].id, 2, 1)  # problem 0, step 2, slot 1
     free = rsa_plugins.run(problems, model=engine, population=4, aggregation_size=2, steps=2,

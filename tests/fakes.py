@@ -24,6 +24,22 @@ BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
 CANDIDATE_BLOCK = re.compile(r"---- (?:Solution \d+|Candidate) ----\n(.*?)(?=\n\n---- |\n\nNow )", re.S)
 
 
+PROBLEM_IN_AGGREGATION = re.compile(r"Problem:\n(.*?)\n\n(?:Candidate responses|---- Candidate ----)",
+                                    re.S)
+
+
+def problem_prompt(request: Request) -> str:
+    """The problem a request is about: its user turn, or the problem quoted by an aggregation."""
+    user = [m["content"] for m in request.messages if m["role"] == "user"][-1]
+    found = PROBLEM_IN_AGGREGATION.search(user) if request.parents else None
+    return found.group(1) if found else user
+
+
+def step_of(request: Request) -> int:
+    """The RSA step a request belongs to (its parents' step + 1; 1 without parents)."""
+    return request.parents[0].step + 1 if request.parents else 1
+
+
 def _h(*parts: object) -> int:
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "big")
 
@@ -38,7 +54,7 @@ def candidates_in(text: str) -> list[str]:
 
 def scripted_reply(messages: Sequence[dict[str, str]], seed: int, index: int = 0,
                    answers: Sequence[str] = ("42", "41", "7")) -> str:
-    user = messages[-1]["content"]
+    user = [m["content"] for m in messages if m["role"] == "user"][-1]
     if is_aggregation(user):
         found = BOXED.findall("\n".join(candidates_in(user)))
         best = Counter(found).most_common(1)[0][0] if found else answers[0]

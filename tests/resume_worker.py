@@ -12,7 +12,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fakes import ScriptedEngine  # noqa: E402
-from rsa_plugins import RSA, Problem, RSAConfig  # noqa: E402
+from rsa_plugins import RSALoop, Problem, RSAConfig  # noqa: E402
 
 PROBLEMS = [Problem(f"Problem {i}: compute it and put the answer in \\boxed{{}}.", id=f"p{i}",
                     target="42") for i in range(6)]
@@ -21,7 +21,7 @@ CONFIG = RSAConfig(population=4, aggregation_size=2, steps=4, seed=9)
 
 def job(trace: str, delay: float) -> list:
     engine = ScriptedEngine(delay=delay)
-    return asyncio.run(RSA(engine, CONFIG, trace=trace, progress=False).run(PROBLEMS)), engine
+    return asyncio.run(RSALoop(engine, CONFIG, trace=trace, progress=False).run(PROBLEMS)), engine
 
 
 if __name__ == "__main__":

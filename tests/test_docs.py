@@ -321,7 +321,7 @@ def check_lm_eval(words: list[str]) -> None:
     from lm_eval._cli.harness import HarnessCLI
     from lm_eval.utils import simple_parse_args_string
 
-    from rsa_plugins.adapters.lm_eval import RSAOptions
+    from rsa_plugins.adapters.lm_eval.options import RSAOptions
 
     cli = HarnessCLI()
     argv = words if words[:1] and words[0] in cli._subparsers.choices else ["run", *words]
@@ -347,7 +347,7 @@ def check_inspect(words: list[str]) -> None:
     from inspect_ai._cli.eval import eval_command
     from inspect_ai._util.config import parse_cli_args
 
-    from rsa_plugins.adapters.inspect_ai import rsa
+    from rsa_plugins.adapters.inspect import rsa
 
     assert words[:1] == ["eval"], f"inspect {words[:1]}: only `inspect eval` is checked"
     try:

@@ -446,7 +446,7 @@ def _fresh(code: str, **env) -> subprocess.CompletedProcess:
 def test_hook_installs_dspy_rsa_in_a_fresh_interpreter():
     out = _fresh("import rsa_plugins._hooks as h; h.install(); import dspy; print(dspy.RSA)")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "<class 'rsa_plugins.adapters.dspy.RSA'>"
+    assert out.stdout.strip() == "<class 'rsa_plugins.adapters.dspy.module.RSA'>"
 
 
 def test_pth_start_up_hook_gives_plain_import_dspy_rsa():
@@ -460,6 +460,6 @@ def test_pth_start_up_hook_gives_plain_import_dspy_rsa():
         pytest.skip(reason)
     out = _fresh("import dspy; print(dspy.RSA)")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "<class 'rsa_plugins.adapters.dspy.RSA'>"
+    assert out.stdout.strip() == "<class 'rsa_plugins.adapters.dspy.module.RSA'>"
     off = _fresh("import dspy; print(hasattr(dspy, 'RSA'))", RSA_PLUGINS_NO_HOOK="1")
     assert off.returncode == 0 and off.stdout.strip() == "False"

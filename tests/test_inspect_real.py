@@ -20,7 +20,7 @@ from inspect_ai import eval  # noqa: E402
 from inspect_ai.log import EvalLog, read_eval_log  # noqa: E402
 from inspect_ai.model import get_model  # noqa: E402
 
-from rsa_plugins.adapters.inspect_ai import rsa  # noqa: E402
+from rsa_plugins.adapters.inspect import rsa  # noqa: E402
 from test_inspect import INSPECT, load_task_module, step_span  # noqa: E402
 
 pytestmark = pytest.mark.real

@@ -11,7 +11,7 @@ from fakes import make_fake_llm
 from openai_stub import StubServer
 import rsa_plugins
 from rsa_plugins import Problem, Request
-from rsa_plugins._runner import run_sync
+from rsa_plugins._background import run_sync
 from rsa_plugins.engines.litellm import LiteLLMEngine, _retry_after, is_retryable
 
 PROMPTS = ["Compute 6*7. Put the answer in \\boxed{}.", "Compute 40+2. Put the answer in \\boxed{}."]

@@ -10,24 +10,29 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from fakes import ScriptedEngine, candidates_in, is_aggregation
-from rsa_plugins import RSA, ConfigError, Problem, RSAConfig
-from rsa_plugins.loop import derive_seed, draw_subsets
+from fakes import ScriptedEngine, candidates_in, is_aggregation, problem_prompt, step_of
+from rsa_plugins import RSALoop, ConfigError, Problem, RSAConfig
+from rsa_plugins.seeds import derive_seed, draw_subsets
 from rsa_plugins.trace import load
 
 PROBLEMS = [Problem(f"Compute item {i}. Put the answer in \\boxed{{}}.", id=f"p{i}", target="42")
             for i in range(3)]
 
 
+def pid(request, problems=PROBLEMS):
+    """The id of the problem a request is about (engines see only the chat)."""
+    return {p.prompt: p.id for p in problems}[problem_prompt(request)]
+
+
 def run(engine, problems=PROBLEMS, **cfg):
     trace = cfg.pop("trace", None)
-    return asyncio.run(RSA(engine, RSAConfig(**cfg), trace=trace, progress=False).run(problems))
+    return asyncio.run(RSALoop(engine, RSAConfig(**cfg), trace=trace, progress=False).run(problems))
 
 
 def requests_by_problem(engine):
     out = defaultdict(list)
     for r in engine.requests:
-        out[r.problem.id].append(r)
+        out[pid(r)].append(r)
     return out
 
 
@@ -42,7 +47,7 @@ def test_exactly_n_times_t_generations_per_problem(lockstep, supports_n):
         assert [m["population"] for m in res.steps] == [5, 5, 5, 5]
         assert res.usage.calls == 20
     if supports_n:  # the first step is one request with n=N per problem
-        firsts = [r for r in eng.requests if r.step == 1]
+        firsts = [r for r in eng.requests if step_of(r) == 1]
         assert len(firsts) == len(PROBLEMS) and all(r.n == 5 for r in firsts)
 
 
@@ -54,15 +59,17 @@ def test_aggregation_prompts_hold_k_distinct_members_of_previous_population():
     for pid, reqs in requests_by_problem(eng).items():
         for r in reqs:
             text = r.messages[-1]["content"]
-            if r.step == 1:
+            if step_of(r) == 1:
                 assert not is_aggregation(text) and r.parents == []
                 continue
             assert len(r.parents) == 3
             assert len({c.slot for c in r.parents}) == 3, "members of a subset must be distinct"
-            assert all(c.step == r.step - 1 for c in r.parents), "parents come from the previous step"
+            t = r.parents[0].step + 1  # the request's own step, told by its seed:
+            assert r.seed in {derive_seed(0, pid, t, slot) for slot in range(6)}
+            assert all(c.step == t - 1 for c in r.parents), "parents come from the previous step"
             assert candidates_in(text) == [c.text.strip() for c in r.parents]
-            assert pid in text or r.problem.id == pid
-            assert r.problem.prompt in text
+            problem = next(p for p in PROBLEMS if p.id == pid)
+            assert problem.prompt in text
 
 
 def test_each_parent_is_a_member_of_that_problems_previous_population(tmp_path):
@@ -98,13 +105,13 @@ def test_t1_is_plain_parallel_sampling():
 def test_k1_uses_refine_wording():
     eng = ScriptedEngine()
     run(eng, population=3, aggregation_size=1, steps=2)
-    aggs = [r.messages[-1]["content"] for r in eng.requests if r.step == 2]
+    aggs = [r.messages[-1]["content"] for r in eng.requests if step_of(r) == 2]
     assert aggs and all("---- Candidate ----" in t and "Solution 1" not in t for t in aggs)
     assert all("Refine" in t or "refine" in t for t in aggs)
     eng2 = ScriptedEngine()
     run(eng2, population=3, aggregation_size=2, steps=2)
     assert all("---- Solution 2 ----" in r.messages[-1]["content"]
-               for r in eng2.requests if r.step == 2)
+               for r in eng2.requests if step_of(r) == 2)
 
 
 def test_subset_draws_are_uniform():
@@ -158,21 +165,22 @@ def test_lockstep_sends_one_batch_per_step():
 def test_barrier_free_lets_a_fast_problem_run_ahead():
     class Uneven(ScriptedEngine):
         async def _one(self, req):
-            if req.problem.id == "slow":
+            name = problem_prompt(req).split()[0]
+            if name == "slow":
                 await asyncio.sleep(0.3)
-            self.log.append((req.problem.id, req.step))
+            self.log.append((name, step_of(req)))
             return await super()._one(req)
 
     eng = Uneven()
     eng.log = []
     problems = [Problem("slow one \\boxed{}", id="slow"), Problem("fast one \\boxed{}", id="fast")]
-    asyncio.run(RSA(eng, RSAConfig(population=2, aggregation_size=2, steps=3),
+    asyncio.run(RSALoop(eng, RSAConfig(population=2, aggregation_size=2, steps=3),
                     progress=False).run(problems))
     first_slow = eng.log.index(("slow", 1))
     assert ("fast", 3) in eng.log[:first_slow], "fast problem must finish all steps meanwhile"
     eng2 = Uneven()
     eng2.log = []
-    asyncio.run(RSA(eng2, RSAConfig(population=2, aggregation_size=2, steps=3, lockstep=True),
+    asyncio.run(RSALoop(eng2, RSAConfig(population=2, aggregation_size=2, steps=3, lockstep=True),
                     progress=False).run(problems))
     assert eng2.log.index(("fast", 2)) > eng2.log.index(("slow", 1))
 
@@ -277,7 +285,7 @@ def test_resume_after_a_kill_repeats_nothing_and_matches(tmp_path):
     assert [r.answer for r in resumed] == [r.answer for r in base]
     assert [[c.text for c in r.population] for r in resumed] == \
         [[c.text for c in r.population] for r in base]
-    assert not any(r.problem.id == "p1" and r.step <= 2 for r in eng.requests), \
+    assert not any(pid(r) == "p1" and step_of(r) <= 2 for r in eng.requests), \
         "finished steps must not run again"
     events = load(part)
     gens = Counter((e["problem"], e["step"], e["slot"]) for e in events if e["event"] == "generation")
@@ -301,7 +309,7 @@ def test_prompts_are_fitted_to_the_context():
     eng = Small(answers=long_answers)
     (res,) = run(eng, problems=[Problem("long \\boxed{}")], population=3, aggregation_size=3,
                  steps=2, max_tokens=200)
-    aggs = [r for r in eng.requests if r.step == 2]
+    aggs = [r for r in eng.requests if step_of(r) == 2]
     assert aggs and res.steps[1]["fitted_prompts"] == 3
     for r in aggs:
         used = eng.count_tokens(r.messages[-1]["content"]) + 32
@@ -328,9 +336,9 @@ def test_candidate_order_index_sorts_each_subset_and_keeps_the_draws():
     drawn, index = ScriptedEngine(), ScriptedEngine()
     run(drawn, population=6, aggregation_size=3, steps=3)
     run(index, population=6, aggregation_size=3, steps=3, candidate_order="index")
-    key = lambda r: (r.problem.id, r.step, r.seed)  # noqa: E731
+    key = lambda r: (pid(r), step_of(r), r.seed)  # noqa: E731
     pairs = list(zip(sorted(drawn.requests, key=key), sorted(index.requests, key=key)))
-    agg = [(a, b) for a, b in pairs if a.step > 1]
+    agg = [(a, b) for a, b in pairs if step_of(a) > 1]
     assert agg and all(key(a) == key(b) for a, b in agg)
     slots = lambda r: [c.slot for c in r.parents]  # noqa: E731
     assert all(sorted(slots(a)) == slots(b) for a, b in agg)  # same subsets, sorted by slot
@@ -345,3 +353,64 @@ def test_candidate_order_is_validated_and_keeps_old_fingerprints():
     base = RSAConfig()
     assert base.replace(candidate_order="drawn").fingerprint() == base.fingerprint()
     assert base.replace(candidate_order="index").fingerprint() != base.fingerprint()
+
+
+# ------------------------------------------------------------------ chat shape and answer format
+
+
+def test_the_problems_whole_chat_reaches_every_request_and_the_prefill_is_read_back():
+    fewshot = [{"role": "user", "content": "Example: 1 + 1?"},
+               {"role": "assistant", "content": "So the answer is \\boxed{2}"}]
+    problem = Problem("Compute item 7.", id="c", system="Be brief.", fewshot=fewshot,
+                      prefill="Let me think (0). So the answer is", target="42")
+    eng = ScriptedEngine()
+    (res,) = run(eng, problems=[problem], population=3, aggregation_size=2, steps=2)
+    assert len(eng.requests) == 6
+    for r in eng.requests:
+        assert r.messages[0] == {"role": "system", "content": "Be brief."}
+        assert r.messages[1:3] == fewshot
+        assert r.messages[-1] == {"role": "assistant", "content": problem.prefill}
+        assert r.prefill == problem.prefill and r.chat
+    for r in eng.requests:
+        if r.parents:  # candidates are shown with the prefill in front, as whole responses
+            shown = candidates_in(r.messages[-2]["content"])
+            assert shown == [(problem.prefill + c.text).strip() for c in r.parents]
+    assert res.correct is not None and all(c.answer is not None for c in res.population)
+
+
+def test_aggregation_keeps_the_tasks_format_unless_rsa_chose_one():
+    eng = ScriptedEngine()
+    own = Problem("Compute item 8. End with 'The answer is N.'", id="own")
+    chosen = Problem("Compute item 9.", id="rsa", answer_format="the final answer as \\boxed{N}")
+    run(eng, problems=[own, chosen], population=2, aggregation_size=2, steps=2)
+    texts = {pid(r, [own, chosen]): r.messages[-1]["content"] for r in eng.requests if r.parents}
+    closing = texts["own"].rsplit("\n\n", 1)[1]
+    assert "in exactly the form the problem asks for" in closing
+    assert "ANSWER:" not in texts["own"] and "\\boxed" not in closing
+    assert texts["rsa"].endswith("ending with the final answer as \\boxed{N}.")
+
+
+def test_a_step_whose_every_generation_failed_keeps_the_previous_population(tmp_path):
+    from rsa_plugins.types import Completion
+
+    class AggregationDown(ScriptedEngine):
+        async def _one(self, req):
+            if req.parents:
+                self.requests.append(req)
+                return [Completion(error="InjectedError: aggregation is down")]
+            return await super()._one(req)
+
+    trace = tmp_path / "t.jsonl"
+    eng = AggregationDown()
+    (res,) = run(eng, problems=PROBLEMS[:1], population=4, aggregation_size=2, steps=4,
+                 trace=trace)
+    assert not res.failed and res.degraded_at == 2 and res.answer is not None
+    assert [c.step for c in res.population] == [1, 1, 1, 1]
+    assert len(res.steps) == 2 and res.steps[1]["kept_previous"] and res.steps[1]["failed"] == 4
+    assert sum(1 for r in eng.requests if r.parents) == 4, "no step after the failed one"
+    [result] = [e for e in load(trace) if e["event"] == "result"]
+    assert result["degraded_at"] == 2 and result["answer"] == res.answer
+    again = AggregationDown()
+    (res2,) = run(again, problems=PROBLEMS[:1], population=4, aggregation_size=2, steps=4,
+                  trace=trace)
+    assert again.requests == [] and res2.answer == res.answer and res2.degraded_at == 2

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 import rsa_plugins
-from rsa_plugins import Problem
-from rsa_plugins._runner import run_sync
+from rsa_plugins import Problem, Request
+from rsa_plugins._background import run_sync
 from rsa_plugins.engines.litellm import LiteLLMEngine
 
 pytestmark = pytest.mark.real
@@ -17,8 +17,8 @@ def test_engine_learns_the_context_and_counts_exactly(vllm_server):
 
     async def probe():
         await eng.prepare()
-        short = await eng.prompt_tokens([{"role": "user", "content": "hi"}])
-        longer = await eng.prompt_tokens([{"role": "user", "content": "hi " * 50}])
+        short = await eng.prompt_tokens(Request([{"role": "user", "content": "hi"}], seed=0))
+        longer = await eng.prompt_tokens(Request([{"role": "user", "content": "hi " * 50}], seed=0))
         await eng.aclose()
         return short, longer
 

@@ -18,14 +18,14 @@ from unittest import mock
 
 import pytest
 
-from rsa_plugins.adapters._replicas import (ReplicaError, ReplicaPool, cpu_binds, gpu_groups,
+from rsa_plugins.adapters.lm_eval.replicas import (ReplicaError, ReplicaPool, cpu_binds, gpu_groups,
                                             shard_by_key)
 from rsa_plugins.config import ConfigError
 
 try:  # lm-eval's vLLM module imports vllm; the tests below that need it use `smollm2_dir`
     from lm_eval.models import vllm_causallms
 
-    from rsa_plugins.adapters.lm_eval_vllm import RSAVLLM, replica_trace
+    from rsa_plugins.adapters.lm_eval.vllm import RSAVLLM, replica_trace
 except ImportError:  # pragma: no cover - reported by the smollm2_dir fixture (skip, or fail in CI)
     RSAVLLM = None  # type: ignore[assignment,misc]
 
@@ -155,7 +155,9 @@ def test_each_replica_traces_its_own_problems(parallel):
     trace = parallel.rsa.trace
     seen: list[set[str]] = []
     for i in range(2):
-        gens = [e for e in load(replica_trace(trace, i)) if e["event"] == "generation"]
+        own = Path(replica_trace(trace, i))  # and one file per task: run.replica0.toy.jsonl
+        gens = [e for e in load(own.with_name(f"{own.stem}.toy{own.suffix}"))
+                if e["event"] == "generation"]
         seen.append({e["problem"] for e in gens})
     assert not Path(trace).exists()  # one file per replica, no shared file
     assert seen[0] and seen[1] and not seen[0] & seen[1]

@@ -178,7 +178,7 @@ async def run_methods(engine: Any, problems: list[Any], configs: dict[str, RSACo
                       planned_generations: int) -> dict[str, dict[str, Any]]:
     """Each method over every problem on `engine`; per-method time and tokens."""
     from rsa_plugins.cli import StepLog
-    from rsa_plugins.loop import RSA
+    from rsa_plugins.loop import RSALoop
 
     stats: dict[str, dict[str, Any]] = {}
     done_gens = done_tokens = 0
@@ -189,7 +189,7 @@ async def run_methods(engine: Any, problems: list[Any], configs: dict[str, RSACo
               file=sys.stderr, flush=True)
         log = StepLog(name, len(problems), config.steps)
         started, calls = time.monotonic(), getattr(engine, "calls", None)
-        results = await RSA(engine, config, trace=out / f"trace-{name}.jsonl", progress=progress,
+        results = await RSALoop(engine, config, trace=out / f"trace-{name}.jsonl", progress=progress,
                             on_step=log.on_step, run_info={**info, "method": name}).run(problems)
         seconds = time.monotonic() - started
         completion = sum(r.usage.completion_tokens for r in results)

@@ -5,12 +5,18 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
-from ..prompts import Tokenizer
-from ..types import Completion, Request
-
+from ..types import Completion, Request, Tokenizer
 
 #: chat-template tokens allowed per message on top of its text when counts are estimated
 TEMPLATE_OVERHEAD = 32
+
+
+class EngineError(RuntimeError):
+    """No request can succeed (bad or missing credentials, unknown model): the run stops.
+
+    Engines raise it instead of returning failed completions when retrying or going on would
+    only repeat the same failure for every request.  The message is one line saying what to fix.
+    """
 
 
 class Engine(ABC):
@@ -18,14 +24,15 @@ class Engine(ABC):
 
     `generate` returns, for each request, a list of `request.n` completions.  A call that fails
     for good is returned as a `Completion` with `error` set, never raised, so one failure does
-    not sink a population.  Engines that batch a whole step into one call (offline vLLM) set
-    `prefers_lockstep`; engines that can return several samples per request set `supports_n`.
+    not sink a population (only `EngineError` stops a run).  Engines that batch a whole step
+    into one call (offline vLLM) set `prefers_lockstep`; engines that can return several samples
+    per request set `supports_n`.
     """
 
     name: str = "engine"
     supports_n: bool = False
     prefers_lockstep: bool = False
-    #: context length in tokens, when known: the loop then fits aggregation prompts into it
+    #: context length in tokens, when known: the loop then fits requests into it
     max_model_len: int | None = None
     tokenizer: Tokenizer | None = None
 
@@ -39,15 +46,15 @@ class Engine(ABC):
             return len(self.tokenizer.encode(text))
         return len(text) // 4 + 1
 
-    async def prompt_tokens(self, messages: list[dict[str, str]]) -> int:
-        """Tokens the prompt of these chat messages takes, chat template included.
+    async def prompt_tokens(self, request: Request) -> int:
+        """Tokens the prompt of `request` takes, chat template and prefill included.
 
         The default adds `TEMPLATE_OVERHEAD` per message to `count_tokens`; engines that can
         ask the server or render the template count exactly.
         """
-        return sum(self.count_tokens(m["content"]) + TEMPLATE_OVERHEAD for m in messages)
+        return sum(self.count_tokens(m["content"]) + TEMPLATE_OVERHEAD for m in request.messages)
 
-    def prompt_tokens_bound(self, messages: list[dict[str, str]]) -> int | None:
+    def prompt_tokens_bound(self, request: Request) -> int | None:
         """A cheap upper bound of `prompt_tokens` (None: none known).  When the bound already
         fits the context, the loop skips the exact count."""
         return None

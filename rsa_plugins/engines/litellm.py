@@ -206,6 +206,12 @@ class LiteLLMEngine(Engine):
         kwargs.update(req.extra)
         kwargs.update(messages=req.messages, temperature=req.temperature, seed=seed,
                       timeout=self.timeout, caching=False, num_retries=0)
+        if req.stop:  # OpenAI-style APIs take at most 4 stop strings
+            kwargs["stop"] = list(req.stop[:4])
+        if req.prefill is not None and self.model.startswith("hosted_vllm/"):
+            # vLLM's chat API continues the assistant prefill instead of starting a new turn
+            kwargs["extra_body"] = {**(kwargs.get("extra_body") or {}),
+                                    "continue_final_message": True, "add_generation_prompt": False}
         if n > 1:
             kwargs["n"] = n
         if req.max_tokens is not None:
@@ -280,11 +286,13 @@ class LiteLLMEngine(Engine):
             if m.get("id") == name and isinstance(m.get("max_model_len"), int):
                 self.max_model_len = m["max_model_len"]
 
-    async def prompt_tokens(self, messages: list[dict[str, str]]) -> int:
+    async def prompt_tokens(self, request: Request) -> int:
         """Exact counts from the server's ``/tokenize`` (vLLM) when it has one, else estimated."""
         if self._http is not None and self._tokenize is not False:
             url, name, key = self._http
-            body = {"model": name, "messages": messages, "add_generation_prompt": True}
+            prefill = request.prefill is not None
+            body = {"model": name, "messages": request.messages,
+                    "add_generation_prompt": not prefill, "continue_final_message": prefill}
             headers = {"Authorization": f"Bearer {key}"} if key else {}
             try:
                 async with self._semaphore():
@@ -297,7 +305,7 @@ class LiteLLMEngine(Engine):
                             self._tokenize = False
             except Exception:  # noqa: BLE001 - fall back to the estimate
                 pass
-        return await super().prompt_tokens(messages)
+        return await super().prompt_tokens(request)
 
     async def _post(self, kwargs: dict[str, Any]) -> Any:
         """One chat completion over the direct transport; returns the decoded JSON body."""

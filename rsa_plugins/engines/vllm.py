@@ -25,11 +25,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..types import Completion, Request
+from ..types import Completion, Message, Request
 from .base import Engine
 
-#: render(request) -> prompt text (already chat-templated) for one request
-Render = Callable[[Request], str]
+#: render(messages) -> prompt text of chat messages (chat template applied; a last assistant
+#: message is a prefill to continue)
+Render = Callable[[list[Message]], str]
 #: encode(texts) -> token ids for each text, as the model expects them (BOS included)
 Encode = Callable[[list[str]], list[list[int]]]
 #: sampling_hook(request) -> extra SamplingParams fields for it (e.g. forced lengths in benchmarks)
@@ -62,14 +63,19 @@ class _VLLMPrompts(Engine):
         self.cached_tokens = 0
 
     def render(self, req: Request) -> str:
-        """The prompt text of a request: its messages through the chat template, if any."""
+        """The prompt text of a request: its chat through the chat template (``render`` if
+        given), or its messages joined as plain text when the request is not a chat."""
+        if not req.chat:
+            return "\n\n".join(m["content"] for m in req.messages)
         if self._render is not None:
-            return self._render(req)
+            return self._render(req.messages)
         tok = self.tokenizer
         if self.chat_template is not None or getattr(tok, "chat_template", None):
+            prefill = req.prefill is not None
             return tok.apply_chat_template(
-                req.messages, tokenize=False, add_generation_prompt=True,
-                chat_template=self.chat_template, **self.chat_template_kwargs)
+                req.messages, tokenize=False, add_generation_prompt=not prefill,
+                continue_final_message=prefill, chat_template=self.chat_template,
+                **self.chat_template_kwargs)
         return "\n\n".join(m["content"] for m in req.messages)
 
     def encode(self, texts: list[str]) -> list[list[int]]:
@@ -88,13 +94,16 @@ class _VLLMPrompts(Engine):
                     out[i] = list(x)
         return out
 
-    async def prompt_tokens(self, messages: list[dict[str, str]]) -> int:
+    async def prompt_tokens(self, request: Request) -> int:
         """Exact prompt length: the messages rendered by the chat template, then encoded."""
-        return len(self.encode([self.render(Request(messages=messages, seed=0))])[0])
+        return len(self.encode([self.render(request)])[0])
 
-    def prompt_tokens_bound(self, messages: list[dict[str, str]]) -> int | None:
+    def prompt_tokens_bound(self, request: Request) -> int | None:
         """Characters of the rendered prompt (+1 for a BOS): no token is shorter than one."""
-        return len(self.render(Request(messages=messages, seed=0))) + 1
+        return len(self.render(request)) + 1
+
+    def _stops(self, req: Request) -> list[str]:
+        return [*self.stop, *(s for s in req.stop if s not in self.stop)]
 
     def _sampling(self, req: Request, toks: list[int]) -> tuple[Any, list[Completion] | None]:
         """(SamplingParams, None) for a request, or (None, its failed completions)."""
@@ -109,10 +118,11 @@ class _VLLMPrompts(Engine):
                                     "temperature": req.temperature, "max_tokens": req.max_tokens}
         if req.top_p is not None:
             sampling["top_p"] = req.top_p
-        if self.stop and not self.think_end_token:
+        stops = self._stops(req)
+        if stops and not self.think_end_token:
             # with thinking, stops (often "\n\n") would fire inside the thinking: they are
             # applied to the answer afterwards instead, as lm-eval's vLLM backend does
-            sampling["stop"] = list(self.stop)
+            sampling["stop"] = stops
         sampling.update(req.extra)
         if self.sampling_hook is not None:
             sampling.update(self.sampling_hook(req))
@@ -126,7 +136,7 @@ class _VLLMPrompts(Engine):
             return None, [Completion(error=f"bad sampling parameters: {exc}")
                           for _ in range(req.n)]
 
-    def _completions(self, result: Any, prompt_tokens: int) -> list[Completion]:
+    def _completions(self, result: Any, prompt_tokens: int, stops: list[str]) -> list[Completion]:
         self.prompt_tokens_sent += prompt_tokens
         self.cached_tokens += getattr(result, "num_cached_tokens", None) or 0
         comps = []
@@ -136,7 +146,7 @@ class _VLLMPrompts(Engine):
                 if self.think_end_token in text:
                     reasoning, _, text = text.rpartition(self.think_end_token)
                     text = text.lstrip()
-                for s in self.stop:
+                for s in stops:
                     if s:
                         text = text.split(s, 1)[0]
             comps.append(Completion(
@@ -157,9 +167,9 @@ class VLLMEngine(_VLLMPrompts):
     """Generations from a `vllm.LLM` running in this process, one `generate` call per step.
 
     `model` is a checkpoint path / hub id (an `LLM` is built with `llm_kwargs`) or an existing
-    `vllm.LLM`.  `stop`: stop strings for every request.  `render` / `encode` replace the chat
-    rendering and tokenisation (the lm-eval adapter uses them to keep lm-eval's own prompt for
-    the first step).  `sampling_hook(request)` adds SamplingParams fields per request.
+    `vllm.LLM`.  `stop`: stop strings for every request (on top of each request's own).
+    `render` / `encode` replace the chat rendering and tokenisation (the lm-eval adapter renders
+    chats exactly as lm-eval's vLLM model does).  `sampling_hook(request)` adds SamplingParams fields per request.
     ``calls`` counts `LLM.generate` calls and ``generate_seconds`` the time inside them.
     """
 
@@ -222,7 +232,7 @@ class VLLMEngine(_VLLMPrompts):
             for j, i in enumerate(where):
                 n = requests[i].n
                 out[i] = ([Completion(error=error) for _ in range(n)] if results is None
-                          else self._completions(results[j], len(ids[i])))
+                          else self._completions(results[j], len(ids[i]), self._stops(requests[i])))
         return [c if c is not None else [] for c in out]
 
 
@@ -301,7 +311,7 @@ class AsyncVLLMEngine(_VLLMPrompts):
             self.in_flight -= 1
         if final is None:
             return [Completion(error="vLLM returned no output") for _ in range(req.n)]
-        return self._completions(final, len(toks))
+        return self._completions(final, len(toks), self._stops(req))
 
     async def aclose(self) -> None:
         """Stop vLLM's engine processes (the engine cannot generate afterwards)."""

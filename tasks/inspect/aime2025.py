@@ -12,7 +12,7 @@ from inspect_ai import Task, task
 from inspect_ai.dataset import Sample, hf_dataset
 from inspect_ai.solver import generate, prompt_template
 
-from rsa_plugins.adapters.inspect_ai import answer_match
+from rsa_plugins.adapters.inspect import answer_match
 
 DATASET = "math-ai/aime25"
 PROMPT = "{prompt}\n\nPlease reason step by step, and put your final answer within \\boxed{{}}."

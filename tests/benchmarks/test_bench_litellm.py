@@ -24,8 +24,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from openai_stub import StubServer  # noqa: E402
-from rsa_plugins import RSA, Problem, RSAConfig  # noqa: E402
-from rsa_plugins._runner import run_sync  # noqa: E402
+from rsa_plugins import RSALoop, Problem, RSAConfig  # noqa: E402
+from rsa_plugins._background import run_sync  # noqa: E402
 from rsa_plugins.engines.litellm import LiteLLMEngine  # noqa: E402
 from rsa_plugins.types import Completion, Request  # noqa: E402
 
@@ -79,7 +79,7 @@ def measure_throughput(transport: str, n_problems: int = 32, population: int = 8
             eng = Recording("hosted_vllm/stub", api_base=stub.base_url, concurrency=CONCURRENCY,
                             use_n=False, timeout=30, transport=transport)
             t0 = time.perf_counter()
-            results = run_sync(RSA(eng, cfg, progress=False).run(problems(n_problems)))
+            results = run_sync(RSALoop(eng, cfg, progress=False).run(problems(n_problems)))
             rsa_times.append(time.perf_counter() - t0)
             run_sync(eng.aclose())
             gens = sum(r.usage.calls - r.usage.failed for r in results)
@@ -101,11 +101,11 @@ def peak_memory(population: int = 64, steps_list: Sequence[int] = (5, 10, 20)) -
                                 use_n=False, timeout=30)
             cfg = RSAConfig(population=population, aggregation_size=4, steps=steps, max_tokens=16,
                             concurrency=CONCURRENCY)
-            run_sync(RSA(eng, cfg, progress=False).run(problems(1)))  # warm clients and caches
+            run_sync(RSALoop(eng, cfg, progress=False).run(problems(1)))  # warm clients and caches
             run_sync(eng.aclose())
             gc.collect()
             tracemalloc.start()
-            res = run_sync(RSA(eng, cfg, progress=False).run(problems(2)))
+            res = run_sync(RSALoop(eng, cfg, progress=False).run(problems(2)))
             _, peak = tracemalloc.get_traced_memory()
             tracemalloc.stop()
             run_sync(eng.aclose())

@@ -22,7 +22,7 @@ import pytest
 from rsa_plugins.bench import HeavyTail, synthetic_problems
 from rsa_plugins.config import RSAConfig
 from rsa_plugins.engines.vllm import _VLLMPrompts
-from rsa_plugins.loop import RSA
+from rsa_plugins.loop import RSALoop
 from rsa_plugins.types import Completion
 
 BLOCK = 16
@@ -71,7 +71,7 @@ def test_candidate_order_and_prefix_hits(smollm2_dir, show):
         engine = TokenizerOnly(tok, HeavyTail(192, 1.2, 8192))
         config = RSAConfig(population=16, aggregation_size=4, steps=4, max_tokens=8192,
                            tail_tokens=8192, lockstep=True, candidate_order=order)
-        results = asyncio.run(RSA(engine, config, progress=False).run(synthetic_problems(30)))
+        results = asyncio.run(RSALoop(engine, config, progress=False).run(synthetic_problems(30)))
         figures[order] = {"hit_rate": round(engine.prefix_hit_rate, 4),
                           "prompt_tokens": engine.prompt_tokens_sent,
                           "generated": sum(r.usage.completion_tokens for r in results)}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from rsa_plugins.adapters.lm_eval_metrics import population_metrics
+from rsa_plugins.adapters.lm_eval.metrics import population_metrics
 from rsa_plugins.answers import extract
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from ..config import ConfigError
+from ...validate import ConfigError
 
 #: environment variables lm-eval / vLLM may leave behind that make a single-replica engine
 #: believe it is one rank of a data-parallel group

@@ -1,4 +1,4 @@
-"""DSPy integration: ``dspy.RSA``, Recursive Self-Aggregation as a ``dspy.Module``.
+"""``dspy.RSA``: Recursive Self-Aggregation as a ``dspy.Module``.
 
     >>> import dspy
     >>> rsa = dspy.RSA("question -> answer", population=8, aggregation_size=3, steps=4)
@@ -8,8 +8,8 @@
 The module owns two predictors that optimizers see and tune: ``generate`` (a ``ChainOfThought``
 over the signature, or the user's own module) and ``aggregate`` (the same outputs, with the
 problem's inputs plus ``candidate_solutions``).  The RSA loop itself is the core's
-`rsa_plugins.loop.RSA`; this file only supplies an `Engine` whose generations are calls of those
-two predictors.  Diversity comes from a distinct ``rollout_id`` per call (derived from the active
+`rsa_plugins.loop.RSALoop`, over a `DSPyEngine` whose generations are calls of those two
+predictors.  Diversity comes from a distinct ``rollout_id`` per call (derived from the active
 LM's own ``rollout_id``) plus the temperature, so DSPy's cache cannot collapse samples and
 optimizer rounds differ.  Predictors are never copied per sample, so optimizer traces map back
 to them, and calls run in this module's own thread pool (or concurrently with ``acall``), so
@@ -19,45 +19,23 @@ to them, and calls run in this module's own thread pool (or concurrently with ``
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import json
 import logging
-import os
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
+import dspy
+from dspy.adapters.utils import serialize_for_json
 
-def install(dspy_module: Any = None) -> None:
-    """Expose `RSA` as ``dspy.RSA`` (never replacing an ``RSA`` that DSPy itself defines).
+from ..._background import run_sync
+from ..._hooks import hook_disabled
+from ...config import RSAConfig
+from ...loop import RSALoop
+from ...types import Completion, Problem, RSAResult
+from ...validate import ConfigError, check_int
+from .engine import CANDIDATES_FIELD, DSPyCompletion, DSPyEngine
 
-    Called by the start-up hook right after ``dspy`` is imported; safe to call again.
-    """
-    cls = globals().get("RSA")
-    if cls is None:  # dspy was imported by this module's own import; its end installs
-        return
-    if dspy_module is None:
-        import dspy as dspy_module
-    if getattr(dspy_module, "RSA", None) is None:
-        dspy_module.RSA = cls
-
-
-import dspy  # noqa: E402 - `install` must exist before the hook can run during this import
-from dspy.adapters.utils import serialize_for_json  # noqa: E402
-from dspy.dsp.utils.settings import thread_local_overrides  # noqa: E402
-from dspy.primitives.prediction import Completions  # noqa: E402
-from dspy.signatures.signature import _default_instructions, ensure_signature  # noqa: E402
-
-from .._runner import run_sync  # noqa: E402
-from ..config import ConfigError, RSAConfig  # noqa: E402
-from ..engines.base import Engine  # noqa: E402
-from ..loop import RSA as _Loop  # noqa: E402
-from ..loop import derive_seed  # noqa: E402
-from ..types import Completion, Problem, Request, RSAResult  # noqa: E402
-
-__all__ = ["RSA", "RSAPrediction", "DSPyEngine", "install",
-           "AGGREGATION_INSTRUCTIONS", "REFINE_INSTRUCTIONS"]
+__all__ = ["RSA", "RSAPrediction", "vote_key", "AGGREGATION_INSTRUCTIONS", "REFINE_INSTRUCTIONS"]
 
 #: aggregator instructions (K > 1), paraphrasing the paper's aggregation prompt; optimizable
 AGGREGATION_INSTRUCTIONS = (
@@ -74,8 +52,6 @@ REFINE_INSTRUCTIONS = (
     "is entirely wrong, solve the problem afresh with a different approach. Fill in every output "
     "field for your improved solution."
 )
-CANDIDATES_FIELD = "candidate_solutions"
-_INPUTS = "dspy_inputs"
 logger = logging.getLogger(__name__)
 
 
@@ -89,13 +65,6 @@ class RSAPrediction(dspy.Prediction):
     @property
     def rsa(self) -> RSAResult | None:
         return self.__dict__.get("_rsa")
-
-
-@dataclass
-class DSPyCompletion(Completion):
-    """A `Completion` that carries the output fields of the DSPy call that made it."""
-
-    fields: dict[str, Any] = field(default_factory=dict)
 
 
 def vote_key(value: Any) -> str | None:
@@ -113,117 +82,12 @@ def _render_value(value: Any) -> str:
     return json.dumps(serialize_for_json(value), ensure_ascii=False)
 
 
-class _SamplingAdapter:
-    """Wraps the active adapter and adds per-call LM kwargs (rollout_id, temperature...) to every
-    predictor call inside a user module, pinned LMs included (the `Refine` trick, by delegation
-    so the wrapped adapter keeps its settings)."""
-
-    def __init__(self, inner: Any, extra: dict[str, Any]) -> None:
-        self.inner, self.extra = inner, extra
-
-    def __call__(self, lm: Any, lm_kwargs: dict[str, Any], signature: Any, demos: Any,
-                 inputs: Any) -> Any:
-        return self.inner(lm, {**lm_kwargs, **self.extra}, signature, demos, inputs)
-
-    async def acall(self, lm: Any, lm_kwargs: dict[str, Any], signature: Any, demos: Any,
-                    inputs: Any) -> Any:
-        return await self.inner.acall(lm, {**lm_kwargs, **self.extra}, signature, demos, inputs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-
-class DSPyEngine(Engine):
-    """Generations from the `RSA` module's predictors: a first-step request calls ``generate``
-    with the problem's inputs; a later one calls ``aggregate`` with them plus its K parents.
-
-    Sync mode runs each call in `pool` (a thread pool of the module's own, so usage tracking and
-    optimizer traces stay shared); async mode awaits ``acall`` under `semaphore`.
-    """
-
-    name = "dspy"
-
-    def __init__(self, module: RSA, *, pool: ThreadPoolExecutor | None = None,
-                 semaphore: asyncio.Semaphore | None = None) -> None:
-        self.module, self.pool, self.semaphore = module, pool, semaphore
-
-    def describe(self) -> dict[str, object]:
-        return {"engine": self.name}
-
-    async def generate(self, requests: Sequence[Request]) -> list[list[Completion]]:
-        return list(await asyncio.gather(*(self._one(r) for r in requests)))
-
-    async def _one(self, req: Request) -> list[Completion]:
-        assert req.problem is not None
-        call = self.module._call_for(req)
-        if self.pool is not None:
-            ctx = contextvars.copy_context()  # the caller's DSPy settings, set by `forward`
-            loop = asyncio.get_running_loop()
-            pred, err, usage = await loop.run_in_executor(self.pool, ctx.run, _tracked, call)
-        else:
-            assert self.semaphore is not None
-            async with self.semaphore:
-                pred, err, usage = await _atracked(call)
-        prompt = sum(int(u.get("prompt_tokens") or 0) for u in usage.values())
-        completion = sum(int(u.get("completion_tokens") or 0) for u in usage.values())
-        if err is not None:
-            msg = f"{type(err).__name__}: {err}"
-            return [DSPyCompletion(error=msg[:2000], prompt_tokens=prompt,
-                                   completion_tokens=completion)]
-        return [self.module._completion(pred, prompt, completion)]
-
-
-@dataclass
-class _Call:
-    """One predictor call, runnable sync (`run`) or async (`arun`)."""
-
-    target: Any  # a dspy.Module
-    kwargs: dict[str, Any]
-    adapter_extra: dict[str, Any] | None  # set for user modules (no `config=` reaches them)
-
-    def _adapter(self) -> Any:
-        return _SamplingAdapter(dspy.settings.adapter or dspy.ChatAdapter(), self.adapter_extra or {})
-
-    def run(self) -> Any:
-        if self.adapter_extra is None:
-            return self.target(**self.kwargs)
-        with dspy.context(adapter=self._adapter()):
-            return self.target(**self.kwargs)
-
-    async def arun(self) -> Any:
-        if self.adapter_extra is not None:
-            with dspy.context(adapter=self._adapter()):
-                if hasattr(self.target, "aforward"):
-                    return await self.target.acall(**self.kwargs)
-                return await asyncio.to_thread(contextvars.copy_context().run, self.run_plain)
-        return await self.target.acall(**self.kwargs)
-
-    def run_plain(self) -> Any:
-        return self.target(**self.kwargs)
-
-
-def _tracked(call: _Call) -> tuple[Any, BaseException | None, dict[str, Any]]:
-    with dspy.track_usage() as tracker:  # nested: rolls up into the caller's tracker
-        try:
-            return call.run(), None, tracker.get_total_tokens()
-        except Exception as exc:  # noqa: BLE001 - a failed generation is a failed candidate
-            return None, exc, tracker.get_total_tokens()
-
-
-async def _atracked(call: _Call) -> tuple[Any, BaseException | None, dict[str, Any]]:
-    with dspy.track_usage() as tracker:
-        try:
-            return await call.arun(), None, tracker.get_total_tokens()
-        except Exception as exc:  # noqa: BLE001
-            return None, exc, tracker.get_total_tokens()
-
-
 def _base_signature(module: dspy.Module, signature: Any) -> type[dspy.Signature]:
     if signature is not None:
-        return ensure_signature(signature)
+        return dspy.ensure_signature(signature)
     own = getattr(module, "signature", None)
     if own is not None:
-        return ensure_signature(own)
+        return dspy.ensure_signature(own)
     predictors = module.named_predictors()
     if not predictors:
         raise ConfigError("signature_or_module: the module has no predictors; pass signature=")
@@ -256,8 +120,10 @@ class RSA(dspy.Module):
     predictors' demos and instructions, so a small RSA can be optimized and loaded into a big one.
     """
 
-    def __init__(self, signature_or_module: Any, population: int = 16, aggregation_size: int = 4,
-                 steps: int = 10, *, selection: str = "majority", answer_field: str | None = None,
+    def __init__(self, signature_or_module: Any, population: int = RSAConfig.population,
+                 aggregation_size: int = RSAConfig.aggregation_size,
+                 steps: int = RSAConfig.steps, *, selection: str = RSAConfig.selection,
+                 answer_field: str | None = None,
                  reasoning: bool = True, signature: Any = None, seed: int = 0,
                  temperature: float = 1.0, top_p: float | None = None,
                  max_tokens: int | None = None, kind: str = "general",
@@ -272,26 +138,24 @@ class RSA(dspy.Module):
                                 temperature=temperature, top_p=top_p, max_tokens=max_tokens,
                                 kind=kind)
         if num_threads is not None:
-            from ..config import _int
-
-            num_threads = _int("num_threads", num_threads, 1)
+            num_threads = check_int("num_threads", num_threads, 1)
         self.num_threads = num_threads
 
         if isinstance(signature_or_module, dspy.Module):
             base = _base_signature(signature_or_module, signature)
             self.generate = signature_or_module
-            self._wrapped = True
+            self.wrapped = True
         elif isinstance(signature_or_module, str) or (
                 isinstance(signature_or_module, type) and issubclass(signature_or_module, dspy.Signature)):
             if signature is not None:
                 raise ConfigError("signature is only used with a module as signature_or_module")
             try:
-                base = ensure_signature(signature_or_module)
+                base = dspy.ensure_signature(signature_or_module)
             except Exception as exc:
                 raise ConfigError(f"signature_or_module: not a valid signature "
                                   f"({signature_or_module!r}): {exc}") from exc
             self.generate = self._predictor(base, reasoning, config)
-            self._wrapped = False
+            self.wrapped = False
         else:
             raise ConfigError("signature_or_module must be a signature string, a dspy.Signature "
                               f"class or a dspy.Module, got {type(signature_or_module).__name__}")
@@ -314,7 +178,7 @@ class RSA(dspy.Module):
         text = aggregation_instructions or (
             REFINE_INSTRUCTIONS if self.config.aggregation_size == 1 else AGGREGATION_INSTRUCTIONS)
         if aggregation_instructions is None and base.instructions.strip() and \
-                base.instructions != _default_instructions(base):
+                base.instructions != dspy.Signature(dict(base.fields)).instructions:
             text = f"The task: {base.instructions.strip()}\n\n{text}"
         self.aggregate = self._predictor(agg.with_instructions(text), reasoning, config)
         agg_sig = self.aggregate.predict.signature if hasattr(self.aggregate, "predict") \
@@ -331,67 +195,46 @@ class RSA(dspy.Module):
     # ------------------------------------------------------------------ running
 
     def forward(self, **kwargs: Any) -> RSAPrediction:
-        problem = self._problem(kwargs)
-        overrides = thread_local_overrides.get()  # the caller's dspy.context (lm, trace, usage)
+        inputs = self._inputs(kwargs)
         workers = min(self.num_threads or dspy.settings.num_threads or 8, self.config.population)
         with ThreadPoolExecutor(max(1, workers), thread_name_prefix="rsa-dspy") as pool:
-            result = run_sync(self._run(DSPyEngine(self, pool=pool), problem, overrides))
+            # the loop runs on the background event loop, in a copy of this thread's context,
+            # so the caller's dspy.context (lm, trace, usage tracking) reaches every call
+            result = run_sync(self._run(DSPyEngine(self, inputs, pool=pool), inputs))
         return self._prediction(result)
 
     async def aforward(self, **kwargs: Any) -> RSAPrediction:
-        problem = self._problem(kwargs)
+        inputs = self._inputs(kwargs)
         limit = self.num_threads or dspy.settings.async_max_workers or 8
-        engine = DSPyEngine(self, semaphore=asyncio.Semaphore(limit))
-        return self._prediction(await self._run(engine, problem))
+        engine = DSPyEngine(self, inputs, semaphore=asyncio.Semaphore(limit))
+        return self._prediction(await self._run(engine, inputs))
 
-    async def _run(self, engine: DSPyEngine, problem: Problem,
-                   overrides: Any = None) -> RSAResult:
-        if overrides is not None:
-            thread_local_overrides.set(overrides)  # this task (and its children) only
-        [result] = await _Loop(engine, self.config, progress=False).run([problem])
+    async def _run(self, engine: DSPyEngine, inputs: dict[str, Any]) -> RSAResult:
+        prompt = "\n".join(f"{k}: {_render_value(v)}" for k, v in inputs.items()) or "(no inputs)"
+        problem = Problem(prompt=prompt, kind=self.config.kind)
+        [result] = await RSALoop(engine, self.config, progress=False).run([problem])
         return result
 
-    def _problem(self, kwargs: dict[str, Any]) -> Problem:
+    def _inputs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         fields = self.signature.input_fields
         unknown = [k for k in kwargs if k not in fields]
-        if unknown and not self._wrapped:
+        if unknown and not self.wrapped:
             raise TypeError(f"RSA got unexpected input field(s) {unknown}; the signature's "
                             f"inputs are {list(fields)}")
         missing = [k for k, f in fields.items() if k not in kwargs and f.is_required()]
         if missing:
             raise TypeError(f"RSA is missing input field(s) {missing}")
-        prompt = "\n".join(f"{k}: {_render_value(v)}" for k, v in kwargs.items()) or "(no inputs)"
-        return Problem(prompt=prompt, kind=self.config.kind, metadata={_INPUTS: dict(kwargs)})
-
-    def _call_for(self, req: Request) -> _Call:
-        """The predictor call that serves `req`, with its sampling settings."""
-        assert req.problem is not None
-        inputs = dict(req.problem.metadata[_INPUTS])
-        target = self.generate if not req.parents else self.aggregate
-        pinned = [p.lm for _, p in target.named_predictors() if p.lm is not None]
-        lm = pinned[0] if pinned else dspy.settings.lm
-        base = (getattr(lm, "kwargs", None) or {}).get("rollout_id")
-        sampling: dict[str, Any] = {
-            "rollout_id": req.seed if base is None else derive_seed("dspy-rsa", base, req.seed),
-            "temperature": req.temperature,
-        }
-        if req.top_p is not None:
-            sampling["top_p"] = req.top_p
-        if req.max_tokens is not None:
-            sampling["max_tokens"] = req.max_tokens
-        if req.parents:
-            inputs[CANDIDATES_FIELD] = [self._render(c.completion) for c in req.parents]
-        if req.parents or not self._wrapped:
-            return _Call(target, {**inputs, "config": sampling}, None)
-        return _Call(target, inputs, sampling)
+        return dict(kwargs)
 
     # ------------------------------------------------------------------ translating
 
-    def _render(self, comp: Completion) -> str:
+    def candidate_text(self, comp: Completion) -> str:
+        """A population member as it appears in the aggregator's ``candidate_solutions``."""
         fields = getattr(comp, "fields", None) or {}
         return "\n".join(f"{k}: {_render_value(v)}" for k, v in fields.items()) or comp.text
 
-    def _completion(self, pred: Any, prompt_tokens: int, completion_tokens: int) -> Completion:
+    def to_completion(self, pred: Any, prompt_tokens: int, completion_tokens: int) -> Completion:
+        """A prediction of either predictor as a population member (its fields kept)."""
         values = {k: pred[k] for k in self.output_names if k in pred}
         if self.answer_field not in values:
             return DSPyCompletion(error=f"the prediction has no field {self.answer_field!r}",
@@ -415,7 +258,7 @@ class RSA(dspy.Module):
                            len(result.steps), self.config.steps, errors[0] if errors else "no answer")
         pred = RSAPrediction(**(members[result.chosen] if result.chosen is not None
                                 else dict.fromkeys(self.output_names)))
-        pred._completions = Completions(members, signature=self.signature)
+        pred._completions = dspy.Completions(members, signature=self.signature)
         pred._rsa = result
         return pred
 
@@ -426,9 +269,7 @@ class RSA(dspy.Module):
                 f"  aggregate={self.aggregate!r})")
 
 
-def _hook_disabled() -> bool:
-    return os.environ.get("RSA_PLUGINS_NO_HOOK", "").lower() in ("1", "true", "yes")
+if not hook_disabled():  # imported before the hook could install it (dspy was not loaded yet)
+    from . import install
 
-
-if not _hook_disabled():
     install(dspy)

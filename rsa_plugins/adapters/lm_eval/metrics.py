@@ -19,9 +19,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..answers import extract, vote
+from ...answers import extract, vote
+from ...metrics import ACCURACY_KEYS
 
-METRICS = ("mean_accuracy", "majority_accuracy", "pass_at_n")
+METRICS = ACCURACY_KEYS
 
 
 def population(response: Any) -> list[str]:

@@ -1,11 +1,14 @@
 """``rsa-vllm``: lm-eval's ``vllm`` model with RSA in place of plain sampling.
 
-Kept apart from `rsa_plugins.adapters.lm_eval` because lm-eval's vLLM module imports vllm at
-import time; the registry imports this module only when ``--model rsa-vllm`` is used.
+lm-eval's vLLM module imports vllm at import time; the registry imports this module only when
+``--model rsa-vllm`` is used.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import inspect
 import os
 import weakref
 from collections.abc import Iterator
@@ -16,12 +19,17 @@ from typing import Any
 from lm_eval.models import vllm_causallms
 from lm_eval.models.vllm_causallms import VLLM
 
-from ..config import ConfigError, RSAConfig
-from ..engines.base import Engine
-from ..engines.vllm import VLLMEngine
-from ..types import Request
-from ._replicas import ReplicaPool, ShardRequest, replica_envs, shard_by_key
-from .lm_eval import RSAGenerateMixin, RSAOptions, RSAOutput
+from ..._background import run_sync
+from ...config import RSAConfig
+from ...engines.base import Engine
+from ...engines.vllm import VLLMEngine
+from ...loop import RSALoop
+from ...types import Message, Problem, RSAResult
+from ...validate import ConfigError
+from .generate import RSAGenerateMixin, RSARunError
+from .options import RSAOptions, check_model_args
+from .outputs import RSAOutput
+from .replicas import ReplicaPool, ShardRequest, replica_envs, shard_by_key
 
 
 class RSAVLLM(RSAGenerateMixin, VLLM):
@@ -50,6 +58,7 @@ class RSAVLLM(RSAGenerateMixin, VLLM):
     def __init__(self, pretrained: str, **kwargs: Any) -> None:
         replica_args = dict(kwargs)
         options = RSAOptions.pop_from(kwargs)
+        check_model_args("rsa-vllm", kwargs, _engine_args())
         dp = _data_parallel_size(kwargs.get("data_parallel_size", 1))
         kwargs["data_parallel_size"] = dp
         if "seed" in options.explicit:
@@ -65,7 +74,7 @@ class RSAVLLM(RSAGenerateMixin, VLLM):
         self._replica_spec = (pretrained, replica_args)
         self.replica_info: list[dict[str, Any]] = []
 
-    def apply_chat_template(self, chat_history: list[dict[str, str]],
+    def apply_chat_template(self, chat_history: list[Message],
                             add_generation_prompt: bool = True) -> str:
         """lm-eval's rendering; the messages are remembered to re-render aggregation turns."""
         rendered = super().apply_chat_template(chat_history, add_generation_prompt)
@@ -107,8 +116,8 @@ class RSAVLLM(RSAGenerateMixin, VLLM):
         self._rsa_engine_info = self._replica_engine_info()
         if all(o.failed for o in done):
             first = next(r["error"] for r in replies.values() if r["error"])
-            raise RuntimeError(f"RSA failed for every request ({len(done)}) on every replica; "
-                               f"first replica's error: {first}")
+            raise RSARunError(f"RSA failed for every request ({len(done)}) on every replica; "
+                              f"first replica's error: {first}")
         return list(done)
 
     def _model_generate(self, requests: list[list[int]], generate: bool = False,
@@ -186,7 +195,7 @@ class RSAVLLM(RSAGenerateMixin, VLLM):
         error = None
         try:
             self.generate_until(requests, disable_tqdm=payload["disable_tqdm"])
-        except RuntimeError as exc:  # "failed for every request": the parent decides overall
+        except RSARunError as exc:  # "failed for every request": the parent decides overall
             outputs = [recorder.outputs.get(id(r.args)) for r in requests]
             if not all(o is not None and o.failed for o in outputs):
                 raise
@@ -201,28 +210,27 @@ class RSAVLLM(RSAGenerateMixin, VLLM):
 
     # ------------------------------------------------------------ RSA hooks
 
-    def _rsa_prepare(self, config: RSAConfig, until: list[str]) -> tuple[Engine, RSAConfig]:
+    def _rsa_engine(self, config: RSAConfig) -> tuple[Engine, RSAConfig]:
         if self._engine is None:
             self._engine = VLLMEngine(
                 self.model, tokenizer=self.tokenizer, max_model_len=self.max_length,
                 think_end_token=self.think_end_token, render=self._render,
                 encode=self.tok_encode, lora_request=self.lora_request)
-        self._engine.stop = list(until)
         # lm-eval's own defaults for its vLLM model: keep special tokens in the text
         sampling = {"skip_special_tokens": False, "spaces_between_special_tokens": False,
                     **config.sampling}
         return self._engine, config.replace(sampling=sampling)
 
-    def _render(self, req: Request) -> str:
-        """lm-eval's own prompt for first samples; aggregation turns rendered the same way."""
-        meta = req.problem.metadata if req.problem is not None else {}
-        if req.step == 1 and "lm_eval_context" in meta:
-            return meta["lm_eval_context"]
-        if meta.get("chat"):
-            system = [m for m in req.messages if m["role"] == "system"]
-            rest = [m for m in req.messages if m["role"] != "system"]
-            return VLLM.apply_chat_template(self, [*system, *meta.get("prefix", []), *rest])
-        return "\n\n".join(m["content"] for m in req.messages)
+    def _rsa_run(self, loop: RSALoop, problems: list[Problem]) -> list[RSAResult]:
+        """In this thread (in-process vLLM), or on the background loop inside a running one."""
+        if _loop_running():
+            return run_sync(loop.run(problems))
+        return asyncio.run(loop.run(problems))
+
+    def _render(self, messages: list[Message]) -> str:
+        """A chat rendered exactly as lm-eval's vLLM model renders it (its template settings)."""
+        prefill = messages[-1]["role"] == "assistant"
+        return VLLM.apply_chat_template(self, messages, add_generation_prompt=not prefill)
 
 
 class _Recorder:
@@ -239,6 +247,22 @@ def replica_trace(trace: str, replica: int) -> str:
     """Trace file of one replica: ``run.jsonl`` -> ``run.replica0.jsonl``."""
     p = Path(trace)
     return str(p.with_name(f"{p.stem}.replica{replica}{p.suffix}"))
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+        return True
+    except RuntimeError:
+        return False
+
+
+def _engine_args() -> set[str]:
+    """What lm-eval's vLLM model and ``vllm.EngineArgs`` accept as model_args."""
+    from vllm.engine.arg_utils import EngineArgs
+
+    own = set(inspect.signature(VLLM.__init__).parameters) - {"self", "args", "kwargs"}
+    return own | {f.name for f in dataclasses.fields(EngineArgs)}
 
 
 def _data_parallel_size(value: Any) -> int:

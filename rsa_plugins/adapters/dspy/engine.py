@@ -1,0 +1,152 @@
+"""`DSPyEngine`: RSA's generations as calls of a `dspy.RSA` module's own predictors."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import dspy
+
+from ...engines.base import Engine
+from ...seeds import derive_seed
+from ...types import Completion, Request
+
+if TYPE_CHECKING:
+    from .module import RSA
+
+#: the aggregation predictor's input field holding the K candidates
+CANDIDATES_FIELD = "candidate_solutions"
+
+
+@dataclass
+class DSPyCompletion(Completion):
+    """A `Completion` that carries the output fields of the DSPy call that made it."""
+
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+class DSPyEngine(Engine):
+    """Generations from an `RSA` module's predictors, for one problem's `inputs`: a first-step
+    request calls ``module.generate`` with them; an aggregation request calls
+    ``module.aggregate`` with them plus its K parents (``request.parents``).
+
+    Sync mode runs each call in `pool` (a thread pool of the module's own, so usage tracking and
+    optimizer traces stay shared); async mode awaits ``acall`` under `semaphore`.  Each call
+    gets its own ``rollout_id`` (derived from the request seed and the LM's own ``rollout_id``)
+    and the request's temperature, so DSPy's cache cannot collapse samples.
+    """
+
+    name = "dspy"
+
+    def __init__(self, module: RSA, inputs: dict[str, Any], *,
+                 pool: ThreadPoolExecutor | None = None,
+                 semaphore: asyncio.Semaphore | None = None) -> None:
+        self.module, self.inputs, self.pool, self.semaphore = module, inputs, pool, semaphore
+
+    async def generate(self, requests: Sequence[Request]) -> list[list[Completion]]:
+        return list(await asyncio.gather(*(self._one(r) for r in requests)))
+
+    async def _one(self, req: Request) -> list[Completion]:
+        call = self._call(req)
+        if self.pool is not None:
+            ctx = contextvars.copy_context()  # the caller's DSPy settings (dspy.context)
+            loop = asyncio.get_running_loop()
+            pred, err, usage = await loop.run_in_executor(self.pool, ctx.run, _tracked, call)
+        else:
+            assert self.semaphore is not None
+            async with self.semaphore:
+                pred, err, usage = await _atracked(call)
+        prompt = sum(int(u.get("prompt_tokens") or 0) for u in usage.values())
+        completion = sum(int(u.get("completion_tokens") or 0) for u in usage.values())
+        if err is not None:
+            msg = f"{type(err).__name__}: {err}"
+            return [DSPyCompletion(error=msg[:2000], prompt_tokens=prompt,
+                                   completion_tokens=completion)]
+        return [self.module.to_completion(pred, prompt, completion)]
+
+    def _call(self, req: Request) -> _Call:
+        """The predictor call that serves `req`, with its sampling settings."""
+        module, inputs = self.module, dict(self.inputs)
+        target = module.aggregate if req.parents else module.generate
+        pinned = [p.lm for _, p in target.named_predictors() if p.lm is not None]
+        lm = pinned[0] if pinned else dspy.settings.lm
+        base = (getattr(lm, "kwargs", None) or {}).get("rollout_id")
+        sampling: dict[str, Any] = {
+            "rollout_id": req.seed if base is None else derive_seed("dspy-rsa", base, req.seed),
+            "temperature": req.temperature,
+        }
+        if req.top_p is not None:
+            sampling["top_p"] = req.top_p
+        if req.max_tokens is not None:
+            sampling["max_tokens"] = req.max_tokens
+        if req.parents:
+            inputs[CANDIDATES_FIELD] = [module.candidate_text(c.completion) for c in req.parents]
+        if req.parents or not module.wrapped:
+            return _Call(target, {**inputs, "config": sampling}, None)
+        return _Call(target, inputs, sampling)
+
+
+class _SamplingAdapter:
+    """Wraps the active adapter and adds per-call LM kwargs (rollout_id, temperature...) to every
+    predictor call inside a user module, pinned LMs included (the `Refine` trick, by delegation
+    so the wrapped adapter keeps its settings)."""
+
+    def __init__(self, inner: Any, extra: dict[str, Any]) -> None:
+        self.inner, self.extra = inner, extra
+
+    def __call__(self, lm: Any, lm_kwargs: dict[str, Any], signature: Any, demos: Any,
+                 inputs: Any) -> Any:
+        return self.inner(lm, {**lm_kwargs, **self.extra}, signature, demos, inputs)
+
+    async def acall(self, lm: Any, lm_kwargs: dict[str, Any], signature: Any, demos: Any,
+                    inputs: Any) -> Any:
+        return await self.inner.acall(lm, {**lm_kwargs, **self.extra}, signature, demos, inputs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@dataclass
+class _Call:
+    """One predictor call, runnable sync (`run`) or async (`arun`)."""
+
+    target: Any  # a dspy.Module
+    kwargs: dict[str, Any]
+    adapter_extra: dict[str, Any] | None  # set for user modules (no `config=` reaches them)
+
+    def _adapter(self) -> Any:
+        return _SamplingAdapter(dspy.settings.adapter or dspy.ChatAdapter(), self.adapter_extra or {})
+
+    def run(self) -> Any:
+        if self.adapter_extra is None:
+            return self.target(**self.kwargs)
+        with dspy.context(adapter=self._adapter()):
+            return self.target(**self.kwargs)
+
+    async def arun(self) -> Any:
+        if self.adapter_extra is None:
+            return await self.target.acall(**self.kwargs)
+        with dspy.context(adapter=self._adapter()):
+            if hasattr(self.target, "aforward"):
+                return await self.target.acall(**self.kwargs)
+            return await asyncio.to_thread(self.target, **self.kwargs)  # context copied
+
+
+def _tracked(call: _Call) -> tuple[Any, BaseException | None, dict[str, Any]]:
+    with dspy.track_usage() as tracker:  # nested: rolls up into the caller's tracker
+        try:
+            return call.run(), None, tracker.get_total_tokens()
+        except Exception as exc:  # noqa: BLE001 - a failed generation is a failed candidate
+            return None, exc, tracker.get_total_tokens()
+
+
+async def _atracked(call: _Call) -> tuple[Any, BaseException | None, dict[str, Any]]:
+    with dspy.track_usage() as tracker:
+        try:
+            return await call.arun(), None, tracker.get_total_tokens()
+        except Exception as exc:  # noqa: BLE001
+            return None, exc, tracker.get_total_tokens()
