@@ -14,6 +14,8 @@ Modes (several per invocation, run in the order given; results merge into one JS
   same work without RSA, with lockstep's barriers.
 - ``barrier-free`` / ``barrier-free-index`` (async engine): RSA on `AsyncVLLMEngine`, each
   problem moving on alone; ``-index`` orders candidates by slot for longer shared prefixes.
+  With ``--data-parallel-size D`` (vLLM's own data parallelism), one problem's requests in
+  flight share an engine core; ``barrier-free-spread`` leaves every request to vLLM's balancer.
 - ``bound`` (async engine): the requests an RSA mode sent (the latest earlier in the same
   invocation, else ``--replay FILE``) all submitted at once to `AsyncLLM`: the same token work
   with no step dependencies, the ceiling any scheduling of RSA can approach.
@@ -50,7 +52,7 @@ from .seeds import derive_seed
 from .types import Problem, Request
 
 OFFLINE_MODES = ("lockstep", "raw")
-ASYNC_RSA_MODES = ("barrier-free", "barrier-free-index")
+ASYNC_RSA_MODES = ("barrier-free", "barrier-free-index", "barrier-free-spread")
 ASYNC_MODES = (*ASYNC_RSA_MODES, "bound")
 RSA_MODES = ("lockstep", *ASYNC_RSA_MODES)
 MODES = (*OFFLINE_MODES, *ASYNC_MODES)
@@ -254,12 +256,12 @@ def load_batches(path: Path, setup: dict[str, Any]) -> Batches:
 
 def _rsa_mode(engine: Any, problems: list[Problem], config: RSAConfig) -> dict[str, Any]:
     from ._background import run_sync
-    from .loop import RSALoop as RSA
+    from .loop import RSALoop
 
     before = (engine.prompt_tokens_sent, engine.cached_tokens)
     with MemoryPeak() as mem:
         started = time.perf_counter()
-        results = run_sync(RSA(engine, config, progress=False).run(problems))
+        results = run_sync(RSALoop(engine, config, progress=False).run(problems))
         wall = time.perf_counter() - started
     prompt = engine.prompt_tokens_sent - before[0]
     return {"wall_s": wall,
@@ -306,7 +308,7 @@ def _bound_mode(llm: Any, batches: Batches, seed: int) -> dict[str, Any]:
     from vllm import TokensPrompt
     from vllm.sampling_params import RequestOutputKind
 
-    from ._runner import run_sync
+    from ._background import run_sync
 
     async def one(i: int, ids: list[int], n: int) -> Any:
         sp = _forced(derive_seed(seed, "bound", i), n)
@@ -402,6 +404,8 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         engine: Any = VLLMEngine(args.model, **options)
         llm: MeteredLLM = MeteredOfflineLLM(engine.llm)
     else:
+        if args.data_parallel_size > 1:
+            options["data_parallel_size"] = args.data_parallel_size
         engine = AsyncVLLMEngine(args.model, n_per_request=False, **options)
         llm = MeteredAsyncLLM(engine.llm)
     engine.llm = llm
@@ -411,6 +415,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         "model": args.model, "load_format": args.load_format, "engine": args.engine,
         **work, "max_model_len": engine.max_model_len,
         "gpu": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "data_parallel_size": getattr(engine, "data_parallel_size", 1),
         "engine_start_s": time.perf_counter() - started}}
     recorded: dict[str, Batches] = {}
     for mode in modes:
@@ -424,7 +429,17 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         else:
             cfg = config.replace(lockstep=mode == "lockstep",
                                  candidate_order="index" if mode.endswith("-index") else "drawn")
-            f = _rsa_mode(engine, problems, cfg)
+            placement = getattr(engine, "placement", None)
+            if mode.endswith("-spread"):
+                engine.placement = None  # vLLM's own balancer places every request
+            ranks = _rank_counts(engine)
+            try:
+                f = _rsa_mode(engine, problems, cfg)
+            finally:
+                if placement is not None:
+                    engine.placement = placement
+            if ranks:
+                f["ranks"] = _rank_delta(ranks, _rank_counts(engine))
             recorded[mode] = [list(b) for b in llm.batches]
             if mode == "lockstep":
                 f["generate_calls"] = len(llm.batches)
@@ -442,6 +457,21 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         engine.llm = llm._llm
         run_sync(engine.aclose())
     return figures
+
+
+def _rank_counts(engine: Any) -> dict[int, dict[str, int]]:
+    return {r: dict(v) for r, v in getattr(engine, "ranks", {}).items()}
+
+
+def _rank_delta(before: dict[int, dict[str, int]], after: dict[int, dict[str, int]]
+                ) -> list[dict[str, Any]]:
+    """Per engine core (data-parallel rank): what vLLM reported during one mode."""
+    out = []
+    for r, now in sorted(after.items()):
+        d = {k: v - before.get(r, {}).get(k, 0) for k, v in now.items()}
+        d["prefix_hit_rate"] = round(d["cached_tokens"] / max(1, d["prompt_tokens"]), 4)
+        out.append({"rank": r, **d})
+    return out
 
 
 def _row(f: dict[str, Any]) -> str:
@@ -486,7 +516,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="offline: vllm.LLM (modes lockstep, raw); async: AsyncLLM (modes "
                    "barrier-free, barrier-free-index, bound)")
     p.add_argument("--modes", default=None, help="comma-separated modes, run in this order "
-                   "(default: all of the engine's)")
+                   "(default: all of the engine's; barrier-free-spread only with "
+                   "--data-parallel-size > 1)")
     p.add_argument("--save-batches", type=Path, default=None, metavar="FILE",
                    help="write what lockstep sent (per step) to FILE (.gz: compressed)")
     p.add_argument("--replay", type=Path, default=None, metavar="FILE",
@@ -504,6 +535,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--gpu-memory-utilization", type=float, default=None)
     p.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs / compilation")
+    p.add_argument("--data-parallel-size", type=int, default=1,
+                   help="vLLM engine cores behind the async engine (vLLM's data parallelism)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="JSON file the figures are merged into")
     return p
@@ -513,7 +546,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``rsa bench``."""
     args = build_parser().parse_args(argv)
     for name, low in (("problems", 1), ("population", 1), ("aggregation_size", 1), ("steps", 1),
-                      ("max_tokens", 16), ("median", 1), ("max_model_len", 64)):
+                      ("max_tokens", 16), ("median", 1), ("max_model_len", 64),
+                      ("data_parallel_size", 1)):
         if getattr(args, name) < low:
             raise SystemExit(f"rsa bench: --{name.replace('_', '-')} must be >= {low}, "
                              f"got {getattr(args, name)}")
@@ -521,7 +555,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"rsa bench: --aggregation-size must be between 1 and --population "
                          f"({args.population}), got {args.aggregation_size}")
     if args.modes is None:
-        args.modes = ",".join(OFFLINE_MODES if args.engine == "offline" else ASYNC_MODES)
+        spread = ("barrier-free-spread",) if args.data_parallel_size > 1 else ()
+        args.modes = ",".join(OFFLINE_MODES if args.engine == "offline" else
+                              ("barrier-free", "barrier-free-index", *spread, "bound"))
+    if args.data_parallel_size > 1 and args.engine != "async":
+        raise SystemExit("rsa bench: --data-parallel-size needs --engine async (one AsyncLLM "
+                         "over several engine cores)")
     if args.replay is not None and not args.replay.exists():
         raise SystemExit(f"rsa bench: --replay {args.replay}: no such file")
     figures = run_bench(args)

@@ -25,8 +25,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..busy import BusyClock
 from ..types import Completion, Message, Request
 from .base import Engine
+from .placement import Placement
 
 #: render(messages) -> prompt text of chat messages (chat template applied; a last assistant
 #: message is a prefill to continue)
@@ -61,6 +63,10 @@ class _VLLMPrompts(Engine):
         #: prompt tokens sent and those vLLM found in its prefix cache
         self.prompt_tokens_sent = 0
         self.cached_tokens = 0
+        #: the same per request key (one problem's requests share a key): [prompt, cached]
+        self.prefix_by_key: dict[str, list[int]] = {}
+        #: when requests are inside vLLM (the engine-busy fraction, `rsa_plugins.busy`)
+        self.busy_clock = BusyClock()
 
     def render(self, req: Request) -> str:
         """The prompt text of a request: its chat through the chat template (``render`` if
@@ -136,9 +142,15 @@ class _VLLMPrompts(Engine):
             return None, [Completion(error=f"bad sampling parameters: {exc}")
                           for _ in range(req.n)]
 
-    def _completions(self, result: Any, prompt_tokens: int, stops: list[str]) -> list[Completion]:
+    def _completions(self, result: Any, prompt_tokens: int, stops: list[str],
+                     key: str | None = None) -> list[Completion]:
+        cached = getattr(result, "num_cached_tokens", None) or 0
         self.prompt_tokens_sent += prompt_tokens
-        self.cached_tokens += getattr(result, "num_cached_tokens", None) or 0
+        self.cached_tokens += cached
+        if key is not None:
+            counts = self.prefix_by_key.setdefault(key, [0, 0])
+            counts[0] += prompt_tokens
+            counts[1] += cached
         comps = []
         for k, o in enumerate(result.outputs):
             text, reasoning = o.text, None
@@ -161,6 +173,20 @@ class _VLLMPrompts(Engine):
 
     def describe(self) -> dict[str, object]:
         return {"engine": self.name, "model": self.model_name, "max_model_len": self.max_model_len}
+
+    def stats(self) -> dict[str, Any]:
+        """Engine-busy figures (`rsa_plugins.busy`) and prefix-cache hits so far; per problem
+        (request key): how many problems and the spread of their own hit rates."""
+        per_key = sorted(c / p for p, c in self.prefix_by_key.values() if p)
+        out: dict[str, Any] = {"busy": self.busy_clock.snapshot(),
+                               "prompt_tokens": self.prompt_tokens_sent,
+                               "cached_tokens": self.cached_tokens,
+                               "prefix_hit_rate": round(self.prefix_hit_rate, 4)}
+        if per_key:
+            out["prefix_hit_rate_per_problem"] = {
+                "problems": len(per_key), "min": round(per_key[0], 4),
+                "median": round(per_key[len(per_key) // 2], 4), "max": round(per_key[-1], 4)}
+        return out
 
 
 class VLLMEngine(_VLLMPrompts):
@@ -221,18 +247,21 @@ class VLLMEngine(_VLLMPrompts):
         self.last_batch = [(ids[i], p.max_tokens or 0, p.n) for i, p in zip(where, params)]
         if prompts:
             started = time.perf_counter()
+            self.busy_clock.enter(len(prompts))
             try:
                 results = self.llm.generate(prompts, sampling_params=params, use_tqdm=self.use_tqdm,
                                             lora_request=self.lora_request)
             except Exception as exc:  # noqa: BLE001 - the whole batch failed: report it per request
                 results, error = None, _error_text(exc)
             finally:
+                self.busy_clock.leave(len(prompts))
                 self.calls += 1
                 self.generate_seconds += time.perf_counter() - started
             for j, i in enumerate(where):
                 n = requests[i].n
                 out[i] = ([Completion(error=error) for _ in range(n)] if results is None
-                          else self._completions(results[j], len(ids[i]), self._stops(requests[i])))
+                          else self._completions(results[j], len(ids[i]), self._stops(requests[i]),
+                                                 requests[i].cache_key))
         return [c if c is not None else [] for c in out]
 
 
@@ -249,6 +278,13 @@ class AsyncVLLMEngine(_VLLMPrompts):
     generates on: `rsa_plugins.run` keeps one background loop for that.  `n_per_request=False`
     sends each sample of the first step as its own request (its own seed, and its own
     `sampling_hook` call).  ``requests`` counts requests sent; ``in_flight_max`` the most at once.
+
+    Data parallelism is vLLM's own: ``data_parallel_size=D`` (an engine argument) starts D
+    engine cores behind this one `AsyncLLM`.  With `affinity` (the default) the requests of
+    one problem in flight go to one core (`Placement`: vLLM's ``data_parallel_rank``), so the
+    problem's shared prompt prefix is cached there once; ``affinity=False`` leaves every
+    request to vLLM's load balancer.  `stats()` gives, per core, the requests, prompt tokens
+    and prefix-cache hits vLLM reported, and the generated tokens.
     """
 
     name = "vllm-async"
@@ -260,14 +296,12 @@ class AsyncVLLMEngine(_VLLMPrompts):
                  render: Render | None = None, encode: Encode | None = None,
                  sampling_hook: SamplingHook | None = None, n_per_request: bool = True,
                  lora_request: Any = None, concurrency: int | None = None,
-                 **engine_kwargs: Any) -> None:
+                 affinity: bool = True, **engine_kwargs: Any) -> None:
         del concurrency  # vLLM's scheduler decides how many run at once
+        self.ranks: dict[int, dict[str, int]] = {}
         if isinstance(model, str):
-            from vllm import AsyncEngineArgs
-            from vllm.v1.engine.async_llm import AsyncLLM
-
-            options = _engine_options(max_model_len, engine_kwargs)
-            self.llm = AsyncLLM.from_engine_args(AsyncEngineArgs(model=model, **options))
+            self.llm = build_async_llm(model, _engine_options(max_model_len, engine_kwargs),
+                                       self.ranks)
             self.model_name = model
         else:
             if engine_kwargs:
@@ -275,11 +309,15 @@ class AsyncVLLMEngine(_VLLMPrompts):
                                 "builds the engine itself (pass a model path, not an AsyncLLM)")
             self.llm = model
             self.model_name = _model_name(model)
+            self.ranks = getattr(model, "rsa_rank_stats", self.ranks)
         self.supports_n = bool(n_per_request)
         self._setup(tokenizer if tokenizer is not None else self.llm.get_tokenizer(),
                     max_model_len, _engine_max_len(self.llm), stop, think_end_token,
                     chat_template, chat_template_kwargs, render, encode, sampling_hook)
         self.lora_request = lora_request
+        self.data_parallel_size = data_parallel_size(self.llm)
+        self.placement = Placement(self.data_parallel_size) if (
+            affinity and self.data_parallel_size > 1) else None
         self._ids = itertools.count()
         self.requests = 0
         self.in_flight = self.in_flight_max = 0
@@ -296,28 +334,96 @@ class AsyncVLLMEngine(_VLLMPrompts):
         if sp is None:
             return failed or []
         sp.output_kind = RequestOutputKind.FINAL_ONLY  # one output per request, not per token
+        options: dict[str, Any] = {"lora_request": self.lora_request}
+        rank = self.placement.pick(req.cache_key) if self.placement is not None else None
+        if rank is not None:
+            options["data_parallel_rank"] = rank
         self.requests += 1
         self.in_flight += 1
         self.in_flight_max = max(self.in_flight_max, self.in_flight)
+        self.busy_clock.enter()
         final = None
         try:
             async for out in self.llm.generate(TokensPrompt(prompt_token_ids=toks), sp,
-                                               f"rsa-{next(self._ids)}",
-                                               lora_request=self.lora_request):
+                                               f"rsa-{next(self._ids)}", **options):
                 final = out
         except Exception as exc:  # noqa: BLE001 - this request failed; the others go on
             return [Completion(error=_error_text(exc)) for _ in range(req.n)]
         finally:
+            self.busy_clock.leave()
             self.in_flight -= 1
+            if rank is not None:
+                self.placement.done(rank, req.cache_key)  # type: ignore[union-attr]
         if final is None:
             return [Completion(error="vLLM returned no output") for _ in range(req.n)]
-        return self._completions(final, len(toks), self._stops(req))
+        return self._completions(final, len(toks), self._stops(req), req.cache_key)
+
+    def describe(self) -> dict[str, object]:
+        return {**super().describe(), "data_parallel_size": self.data_parallel_size,
+                "affinity": self.placement is not None}
+
+    def stats(self) -> dict[str, Any]:
+        out = super().stats()
+        if self.placement is not None:
+            out["placed"] = list(self.placement.placed)
+        if self.ranks:
+            out["ranks"] = [{"rank": r, **v} for r, v in sorted(self.ranks.items())]
+        return out
 
     async def aclose(self) -> None:
         """Stop vLLM's engine processes (the engine cannot generate afterwards)."""
         shutdown = getattr(self.llm, "shutdown", None)
         if shutdown is not None:
             shutdown()
+
+
+def build_async_llm(model: str, options: dict[str, Any],
+                    ranks: dict[int, dict[str, int]] | None = None) -> Any:
+    """vLLM's `AsyncLLM` for `model` with engine arguments `options`; when `ranks` is given,
+    it collects what each engine core (data-parallel rank) reported: requests scheduled,
+    prompt tokens looked up in and found in its prefix cache, tokens generated."""
+    from vllm import AsyncEngineArgs
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    loggers = [_rank_stats_logger(ranks)] if ranks is not None else None
+    llm = AsyncLLM.from_engine_args(AsyncEngineArgs(model=model, **options),
+                                    stat_loggers=loggers)
+    llm.rsa_rank_stats = ranks if ranks is not None else {}
+    return llm
+
+
+def _rank_stats_logger(ranks: dict[int, dict[str, int]]) -> Any:
+    """A per-engine-core stat logger factory for `AsyncLLM` that sums into `ranks`."""
+    from vllm.v1.metrics.loggers import StatLoggerBase
+
+    class RankStats(StatLoggerBase):
+        def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
+            self.mine = ranks.setdefault(engine_index, {
+                "requests": 0, "prompt_tokens": 0, "cached_tokens": 0, "generated_tokens": 0})
+
+        def record(self, scheduler_stats: Any, iteration_stats: Any, *args: Any,
+                   **kwargs: Any) -> None:
+            cache = getattr(scheduler_stats, "prefix_cache_stats", None)
+            if cache is not None:
+                self.mine["requests"] += int(getattr(cache, "requests", 0) or 0)
+                self.mine["prompt_tokens"] += int(getattr(cache, "queries", 0) or 0)
+                self.mine["cached_tokens"] += int(getattr(cache, "hits", 0) or 0)
+            if iteration_stats is not None:
+                self.mine["generated_tokens"] += int(
+                    getattr(iteration_stats, "num_generation_tokens", 0) or 0)
+
+        def log_engine_initialized(self) -> None:
+            pass
+
+    return RankStats
+
+
+def data_parallel_size(llm: Any) -> int:
+    """Engine cores behind an `AsyncLLM` (vLLM's ``data_parallel_size``; 1 if unknown)."""
+    try:
+        return max(1, int(llm.vllm_config.parallel_config.data_parallel_size))
+    except (AttributeError, TypeError, ValueError):
+        return 1
 
 
 def _engine_options(max_model_len: int | None, options: dict[str, Any]) -> dict[str, Any]:
