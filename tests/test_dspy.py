@@ -463,3 +463,16 @@ def test_pth_start_up_hook_gives_plain_import_dspy_rsa():
     assert out.stdout.strip() == "<class 'rsa_plugins.adapters.dspy.module.RSA'>"
     off = _fresh("import dspy; print(hasattr(dspy, 'RSA'))", RSA_PLUGINS_NO_HOOK="1")
     assert off.returncode == 0 and off.stdout.strip() == "False"
+
+
+def test_missing_credentials_stop_the_run_with_one_line(monkeypatch):
+    """Every call would fail the same way: the first such error ends the run, naming the key."""
+    from rsa_plugins import EngineError
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    rsa = RSA("question -> answer", population=4, aggregation_size=2, steps=3)
+    with dspy.context(lm=dspy.LM("openai/gpt-4o-mini")):
+        with pytest.raises(EngineError) as info:
+            rsa(question="What is 2 + 2?")
+    message = str(info.value)
+    assert "OPENAI_API_KEY" in message and "\n" not in message

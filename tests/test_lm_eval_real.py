@@ -76,7 +76,7 @@ def test_rsa_vllm_lockstep_on_the_stock_lm_eval_command(smollm2_dir, tmp_path):
         f"enforce_eager=True,max_model_len=2048,max_num_batched_tokens=16384,trace={trace}",
         "--tasks", "rsa_rg_arithmetic", "--include_path", str(TASKS), "--limit", str(LIMIT),
         "--gen_kwargs", "max_gen_toks=48", tmp_path=tmp_path)
-    check_population_results(results, samples, trace)
+    check_population_results(results, samples, tmp_path / "trace.rsa_rg_arithmetic.jsonl")
     info = results["config"]["rsa"]
     assert info["engine"] == "vllm" and info["max_model_len"] == 2048
     assert info["engine_calls"] == T  # one LLM.generate per RSA step, all problems together
@@ -188,7 +188,7 @@ def test_rsa_litellm_on_the_stock_lm_eval_command(vllm_server, tmp_path):
         f"population={N},aggregation_size={K},steps={T},max_model_len=2048,trace={trace}",
         "--tasks", "rsa_rg_arithmetic", "--include_path", str(TASKS), "--limit", str(LIMIT),
         "--gen_kwargs", "max_gen_toks=48", "--apply_chat_template", tmp_path=tmp_path)
-    check_population_results(results, samples, trace)
+    check_population_results(results, samples, tmp_path / "trace.rsa_rg_arithmetic.jsonl")
     assert results["config"]["rsa"]["engine"] == "litellm"
     # with --apply_chat_template the context is the chat messages; RSA sent them as chat
     assert json.loads(samples[0]["arguments"]["gen_args_0"]["arg_0"])[-1]["role"] == "user"

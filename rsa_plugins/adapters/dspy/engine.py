@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import dspy
 
-from ...engines.base import Engine
+from ...engines.base import Engine, EngineError
 from ...seeds import derive_seed
 from ...types import Completion, Request
 
@@ -20,6 +20,11 @@ if TYPE_CHECKING:
 
 #: the aggregation predictor's input field holding the K candidates
 CANDIDATES_FIELD = "candidate_solutions"
+#: DSPy's errors that every other call would repeat (missing or rejected credentials, unknown
+#: model, billing): the run stops with the first one instead of failing N x T times
+FATAL = tuple(c for c in (getattr(dspy.utils.exceptions, n, None) for n in (
+    "LMConfigurationError", "LMAuthError", "LMBillingError", "LMUnsupportedModelError"))
+    if isinstance(c, type))
 
 
 @dataclass
@@ -62,6 +67,8 @@ class DSPyEngine(Engine):
                 pred, err, usage = await _atracked(call)
         prompt = sum(int(u.get("prompt_tokens") or 0) for u in usage.values())
         completion = sum(int(u.get("completion_tokens") or 0) for u in usage.values())
+        if isinstance(err, FATAL):
+            raise EngineError(str(err).strip().splitlines()[0]) from err
         if err is not None:
             msg = f"{type(err).__name__}: {err}"
             return [DSPyCompletion(error=msg[:2000], prompt_tokens=prompt,
