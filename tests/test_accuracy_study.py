@@ -236,9 +236,9 @@ def test_study_tasks_have_numeric_answers_and_lenient_format() -> None:
 def test_number_format_is_an_option_and_tags_stay_the_default() -> None:
     tags = reasoning_gym_problems("chain_sum", 2, 0)
     assert tags[0].kind == "reasoning_gym" and "<answer>" in tags[0].prompt
-    assert "format_hint" not in tags[0].metadata
+    assert tags[0].answer_format == "the final answer between <answer> and </answer> tags"
     number = reasoning_gym_problems("chain_sum", 2, 0, answer_format="number")
-    assert number[0].metadata["format_hint"] == "the final answer as a number"
+    assert number[0].answer_format == "the final answer as a number"
     with pytest.raises(ValueError, match="answer_format must be one of tags, number"):
         reasoning_gym_problems("chain_sum", 2, 0, answer_format="boxed")
 
