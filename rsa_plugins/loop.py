@@ -187,10 +187,9 @@ class RSALoop:
                  max_tokens: int | None = None, parents: list[Candidate] | None = None) -> Request:
         cfg = self.config
         return Request(messages=messages, seed=derive_seed(cfg.seed, p.id, t, slot), n=n,
-                       temperature=cfg.temperature, top_p=cfg.top_p,
-                       max_tokens=max_tokens or cfg.max_tokens, stop=list(cfg.stop),
-                       extra=dict(cfg.sampling), chat=p.chat, parents=parents or [],
-                       cache_key=p.id)
+                       temperature=cfg.temperature, top_p=cfg.top_p, stop=list(cfg.stop),
+                       max_tokens=max_tokens or cfg.max_tokens, extra=dict(cfg.sampling),
+                       chat=p.chat, parents=parents or [], cache_key=p.id)
 
     def _record(self, observers: list[Observer], state: _State, t: int, job: _Job,
                 comps: list[Completion] | None) -> None:

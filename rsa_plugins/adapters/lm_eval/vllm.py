@@ -21,7 +21,8 @@ from lm_eval.models.vllm_causallms import VLLM
 from ..._background import run_sync
 from ...config import RSAConfig
 from ...engines.base import Engine
-from ...engines.vllm import AsyncVLLMEngine, VLLMEngine, _engine_options, build_async_llm
+from ...engines.vllm import AsyncVLLMEngine, VLLMEngine, build_async_llm
+from ...engines.vllm_base import _engine_options
 from ...loop import RSALoop
 from ...types import Message, Problem, RSAResult
 from ...validate import ConfigError, check_bool
