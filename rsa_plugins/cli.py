@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rsa`` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["bench"]:  # its own parser: rsa_plugins/bench.py
+    if argv[:1] == ["bench"]:  # its own parser: rsa_plugins/bench/
         from .bench import main as bench_main
 
         return bench_main(argv[1:])

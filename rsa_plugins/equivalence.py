@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any, NamedTuple
 
-
 # ------------------------------------------------------------------ canonical keys
 
 #: kinds whose answers may be compared with math-verify

@@ -93,7 +93,7 @@ class RSALoop:
         if self.trace_path is not None:
             info = {"version": __version__, "config": cfg.to_dict(),
                     "fingerprint": cfg.fingerprint(), **self.engine.describe(), **self.run_info}
-            tracer = TraceObserver(self.trace_path, info, resume=self.resume)
+            tracer = TraceObserver(self.trace_path, info, resume=self.resume, engine=self.engine)
             self._resumed = tracer.resume
             observers.insert(0, tracer)
         if show_progress(self.progress):
@@ -187,9 +187,9 @@ class RSALoop:
                  max_tokens: int | None = None, parents: list[Candidate] | None = None) -> Request:
         cfg = self.config
         return Request(messages=messages, seed=derive_seed(cfg.seed, p.id, t, slot), n=n,
-                       temperature=cfg.temperature, top_p=cfg.top_p,
-                       max_tokens=max_tokens or cfg.max_tokens, stop=list(cfg.stop),
-                       extra=dict(cfg.sampling), chat=p.chat, parents=parents or [])
+                       temperature=cfg.temperature, top_p=cfg.top_p, stop=list(cfg.stop),
+                       max_tokens=max_tokens or cfg.max_tokens, extra=dict(cfg.sampling),
+                       chat=p.chat, parents=parents or [], cache_key=p.id)
 
     def _record(self, observers: list[Observer], state: _State, t: int, job: _Job,
                 comps: list[Completion] | None) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from .engines.base import Engine
 from .trace import ResumeState, TraceWriter, generation_record
 from .types import Candidate, Problem, RSAResult
 
@@ -38,11 +39,18 @@ class Observer:
 
 
 class TraceObserver(Observer):
-    """Writes the JSONL trajectory; `resume` holds what an earlier run of the trace finished."""
+    """Writes the JSONL trajectory; `resume` holds what an earlier run of the trace finished.
 
-    def __init__(self, path: str | Path, run_info: dict[str, Any], resume: bool = True) -> None:
+    With an `engine`, each ``step`` event carries the engine-busy figures at that moment
+    (``engine_busy``: `rsa_plugins.busy`, cumulative since the engine's first request) when
+    the engine keeps them, and a ``run_end`` event closes the run with the engine's `stats()`.
+    """
+
+    def __init__(self, path: str | Path, run_info: dict[str, Any], resume: bool = True,
+                 engine: Engine | None = None) -> None:
         self.writer = TraceWriter(path, run_info, resume=resume)
         self.resume: ResumeState = self.writer.state
+        self.engine = engine
 
     def generation(self, problem: Problem, cand: Candidate, restored: bool) -> None:
         if not restored:
@@ -50,8 +58,11 @@ class TraceObserver(Observer):
 
     async def step(self, problem: Problem, step: int, metrics: dict[str, Any],
                    population: list[Candidate]) -> None:
-        self.writer.write({"event": "step", "problem": problem.id, "step": step,
-                           "metrics": metrics}, sync=True)
+        event = {"event": "step", "problem": problem.id, "step": step, "metrics": metrics}
+        clock = getattr(self.engine, "busy_clock", None)
+        if clock is not None:
+            event["engine_busy"] = clock.snapshot()
+        self.writer.write(event, sync=True)
 
     def result(self, result: RSAResult, selection: str) -> None:
         self.writer.write({"event": "result", "problem": result.problem.id,
@@ -61,6 +72,10 @@ class TraceObserver(Observer):
                            "selection": selection}, sync=True)
 
     def close(self) -> None:
+        if self.engine is not None:
+            stats = self.engine.stats()
+            if stats:
+                self.writer.write({"event": "run_end", "engine": stats})
         self.writer.close()
 
 

@@ -2,7 +2,9 @@
 
 Each line is one event: ``run`` (config, once per start), ``generation`` (one candidate, with
 its step, slot, K parents, seed, usage and finish reason), ``step`` (written once a problem's
-step is complete: its metrics) and ``result`` (a problem's final choice).  Every line is written
+step is complete: its metrics, and the engine-busy figures so far when the engine keeps them),
+``result`` (a problem's final choice) and ``run_end`` (the engine's figures at the end of a
+run: busy fraction, prefix-cache hits, placement over data-parallel ranks).  Every line is written
 with a single ``write`` on an append-only file, so a killed run leaves at most one partial last
 line, which :func:`load` ignores and :class:`TraceWriter` cuts off.  (A killed process loses
 nothing it wrote; against a machine crash the file is also synced to disk at most once a second

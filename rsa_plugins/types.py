@@ -78,7 +78,9 @@ class Request:
     engines that render prompts join the messages as plain text instead of applying the
     model's chat template.  `parents` are the candidates an aggregation request combines
     (empty at the first step); engines that build their own calls from structured fields
-    (DSPy) read them, others only need `messages`.
+    (DSPy) read them, others only need `messages`.  `cache_key`: requests with the same key
+    share a long prompt prefix (the loop gives one problem's requests its id); engines that
+    spread requests over replicas keep a key's requests on one, where the prefix is cached.
     """
 
     messages: list[Message]
@@ -91,6 +93,7 @@ class Request:
     extra: dict[str, Any] = field(default_factory=dict)
     chat: bool = True
     parents: list[Candidate] = field(default_factory=list)
+    cache_key: str | None = None
 
     @property
     def prefill(self) -> str | None:

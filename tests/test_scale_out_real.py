@@ -1,8 +1,8 @@
 """Scale-out recipes with the real SmolLM2 model on vLLM's CPU build (docs/scale-out.md).
 
-(a) ``lm_eval --model rsa-vllm`` with ``data_parallel_size=2``: two replica processes, each with
-    its own vLLM CPU engine bound to its own core, each running the whole RSA loop on its half
-    of the problems.
+(a) ``lm_eval --model rsa-vllm`` with ``data_parallel_size=2``: vLLM's own data parallelism, one
+    ``AsyncLLM`` over two vLLM CPU engine cores (one CPU core each), one problem's requests in
+    flight on one engine core.
 (b) Two vLLM CPU OpenAI servers behind the LiteLLM Router of ``integrations/scale-out/router.yaml``,
     driven by ``integrations/scale-out/router.py``; both servers' own request counters are read.
 
@@ -38,7 +38,7 @@ def _env(**extra: str) -> dict[str, str]:
     return {**os.environ, **cpu_env(), "HF_DATASETS_OFFLINE": "1", **extra}
 
 
-def test_lm_eval_rsa_vllm_with_two_data_parallel_replicas(smollm2_dir, tmp_path):
+def test_lm_eval_rsa_vllm_on_vllms_own_data_parallelism(smollm2_dir, tmp_path):
     n, k, t, limit = 2, 2, 2, 4
     trace = tmp_path / "dp.jsonl"
     command = [
@@ -49,14 +49,16 @@ def test_lm_eval_rsa_vllm_with_two_data_parallel_replicas(smollm2_dir, tmp_path)
         "--tasks", "rsa_rg_arithmetic", "--include_path", str(ROOT / "tasks" / "lm_eval"),
         "--limit", str(limit), "--gen_kwargs", "max_gen_toks=32",
         "--output_path", str(tmp_path / "out"), "--log_samples"]
-    proc = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=tmp_path, start_new_session=True)
+    # vLLM binds engine core i (its data-parallel rank) to the i-th "|"-separated core list
+    proc = subprocess.Popen(command, env=_env(VLLM_CPU_OMP_THREADS_BIND="0|1"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=tmp_path, start_new_session=True)
     try:
         proc.wait(timeout=1800)
-        try:  # the replicas' vLLM engine processes must end with lm_eval, not hold its pipes
+        try:  # vLLM's engine cores and coordinator must end with lm_eval, not hold its pipes
             _, stderr = proc.communicate(timeout=120)
         except subprocess.TimeoutExpired:
-            pytest.fail("processes started by lm_eval outlived it (orphaned replica engines)")
+            pytest.fail("processes started by lm_eval outlived it (orphaned vLLM engine cores)")
     finally:
         try:
             os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of its process group
@@ -68,28 +70,28 @@ def test_lm_eval_rsa_vllm_with_two_data_parallel_replicas(smollm2_dir, tmp_path)
                next((tmp_path / "out").rglob("samples_*.jsonl")).read_text().splitlines() if line]
 
     info = results["config"]["rsa"]
-    replicas = info["replicas"]
-    # two worker processes, each on its own core, each one LLM.generate per RSA step
-    assert len(replicas) == 2 and len({r["pid"] for r in replicas}) == 2
-    assert sorted(r["env"]["VLLM_CPU_OMP_THREADS_BIND"] for r in replicas) == ["0", "1"]
-    assert [r["engine_calls"] for r in replicas] == [t, t]
-    assert [r["requests"] for r in replicas] == [limit // 2, limit // 2]
-    assert info["engine_calls"] == 2 * t and info["data_parallel_size"] == 2
+    assert info["engine"] == "vllm-async" and info["data_parallel_size"] == 2 and info["affinity"]
+    stats = info["engine_stats"]
+    requests = limit * (1 + n * (t - 1))  # step 1: one request of n samples per problem
+    # both engine cores served requests, and vLLM's own counters add up to what was sent
+    assert sum(stats["placed"]) == requests and all(x > 0 for x in stats["placed"])
+    assert [r["rank"] for r in stats["ranks"]] == [0, 1]
+    assert all(r["generated_tokens"] > 0 for r in stats["ranks"])
+    assert sum(r["requests"] for r in stats["ranks"]) >= requests
+    assert 0 < info["engine_busy_fraction"] <= 1
+    assert stats["prefix_hit_rate_per_problem"]["problems"] == limit
     assert [row["step"] for row in info["steps"]] == list(range(1, t + 1))
     assert all(row["population"] == limit * n for row in info["steps"])
 
-    # same output shape as one replica: population metrics per sample, answer from the population
+    # same output as on one engine: population metrics per sample, answer from the population
     from rsa_plugins.trace import load
 
     assert len(samples) == limit
     agg = results["results"]["rsa_rg_arithmetic"]
     assert agg["mean_accuracy,none"] <= agg["pass_at_n,none"]
-    gens = []
-    for i in range(2):
-        mine = [e for e in load(trace.with_name(f"dp.replica{i}.rsa_rg_arithmetic.jsonl")) if e["event"] == "generation"]
-        assert len(mine) == (limit // 2) * n * t
-        gens += mine
-    assert len({g["problem"] for g in gens}) == limit
+    gens = [e for e in load(trace.with_name("dp.rsa_rg_arithmetic.jsonl"))
+            if e["event"] == "generation"]
+    assert len(gens) == limit * n * t and len({g["problem"] for g in gens}) == limit
     for s in samples:
         assert s["mean_accuracy"] in {i / n for i in range(n + 1)}
         final = {g["text"] for g in gens

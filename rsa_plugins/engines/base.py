@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import Any
 
+from ..busy import BusyClock
 from ..types import Completion, Request, Tokenizer
 
 #: chat-template tokens allowed per message on top of its text when counts are estimated
@@ -35,6 +37,8 @@ class Engine(ABC):
     #: context length in tokens, when known: the loop then fits requests into it
     max_model_len: int | None = None
     tokenizer: Tokenizer | None = None
+    #: when requests are inside the engine, for engines that keep track (`rsa_plugins.busy`)
+    busy_clock: BusyClock | None = None
 
     @abstractmethod
     async def generate(self, requests: Sequence[Request]) -> list[list[Completion]]:
@@ -65,6 +69,11 @@ class Engine(ABC):
     def describe(self) -> dict[str, object]:
         """What goes into traces and framework logs about this engine (never secrets)."""
         return {"engine": self.name}
+
+    def stats(self) -> dict[str, Any]:
+        """Running figures (the engine-busy fraction, cache hits...) for traces and framework
+        results; empty when the engine keeps none."""
+        return {}
 
     async def aclose(self) -> None:
         """Release clients and connections."""

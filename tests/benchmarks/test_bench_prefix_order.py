@@ -21,7 +21,7 @@ import pytest
 
 from rsa_plugins.bench import HeavyTail, synthetic_problems
 from rsa_plugins.config import RSAConfig
-from rsa_plugins.engines.vllm import _VLLMPrompts
+from rsa_plugins.engines.vllm_base import _VLLMPrompts
 from rsa_plugins.loop import RSALoop
 from rsa_plugins.types import Completion
 

@@ -41,7 +41,7 @@ def sample_problem(state: TaskState, preset: str = "auto", system_message: str |
     prompt = turns.pop()["content"] if turns and turns[-1]["role"] == "user" \
         else state.user_prompt.text
     choices = [c.value for c in state.choices] if len(state.choices) else None
-    target = list(state.target.target) if state.target.target else None
+    target = [t for t in state.target.target if str(t).strip()] or None  # a sample without one has [""]
     hinted = (state.metadata or {}).get("rsa_kind")
     if preset in ("auto", "none"):
         kind = "multiple_choice" if choices else hinted if hinted in ANSWER_FORMATS \

@@ -20,7 +20,7 @@ from ...config import RSAConfig
 from ...loop import RSALoop
 from ...selection import select
 from ...types import Candidate, Problem, RSAResult
-from ...validate import ConfigError, check_bool, check_choice, check_int, check_known
+from ...validate import ConfigError, check_bool, check_choice, check_int, did_you_mean
 from ._compat import PrerequisiteError, active_generate_config, qualified_name
 from .engine import InspectEngine
 from .problem import PRESETS, sample_problem, set_output
@@ -107,8 +107,11 @@ def rsa(
                    selection=selection, seed=seed, temperature=temperature, top_p=top_p,
                    max_tokens=max_tokens, view=view, tail_tokens=tail_tokens,
                    include_reasoning=include_reasoning, template=template)
+    for name in unknown:  # short enough for one line of Inspect's 80-column error panel
+        valid = [*options, "preset", "system_message", "max_model_len"]
+        raise RSASolverError(f"Invalid argument to the rsa solver: {name!r}"
+                             f"{did_you_mean(name, valid)}")
     try:
-        check_known("argument", unknown, [*options, "preset", "system_message", "max_model_len"])
         check_choice("preset", preset, PRESETS)
         options["include_reasoning"] = check_bool("include_reasoning", include_reasoning)
         context = None if max_model_len is None else check_int("max_model_len", max_model_len, 64)

@@ -247,5 +247,13 @@ def _errors(result: RSAResult) -> str:
 
 
 def _counters(engine: Engine) -> dict[str, Any]:
-    return {f"engine_{a}": getattr(engine, a) for a in ("calls", "generate_seconds")
-            if hasattr(engine, a)}
+    """The engine's counters and running figures: ``engine_busy_fraction`` (time with a
+    request inside the engine / time from its first request in to its last one out, see
+    `rsa_plugins.busy`) and ``engine_stats`` (busy figures, prefix-cache hits, placement)."""
+    out: dict[str, Any] = {f"engine_{a}": getattr(engine, a) for a in ("calls", "generate_seconds")
+                           if hasattr(engine, a)}
+    stats = engine.stats()
+    if stats:
+        out["engine_busy_fraction"] = stats.get("busy", {}).get("busy_fraction")
+        out["engine_stats"] = stats
+    return out

@@ -1,0 +1,70 @@
+"""``rsa bench``'s command line: arguments and their checks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from .modes import OFFLINE_MODES, ratios, run_bench
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rsa bench", description="RSA over in-process vLLM against raw generation of the same token work.")
+    p.add_argument("--model", required=True, help="checkpoint directory or hub id")
+    p.add_argument("--engine", choices=("offline", "async"), default="offline",
+                   help="offline: vllm.LLM (modes lockstep, raw); async: AsyncLLM (modes "
+                   "barrier-free, barrier-free-index, bound)")
+    p.add_argument("--modes", default=None, help="comma-separated modes, run in this order "
+                   "(default: all of the engine's; barrier-free-spread only with "
+                   "--data-parallel-size > 1)")
+    p.add_argument("--save-batches", type=Path, default=None, metavar="FILE",
+                   help="write what lockstep sent (per step) to FILE (.gz: compressed)")
+    p.add_argument("--replay", type=Path, default=None, metavar="FILE",
+                   help="raw and bound replay FILE (from --save-batches) when no mode of this "
+                   "invocation recorded the work")
+    p.add_argument("--load-format", default=None, help="vLLM load format; dummy = random weights")
+    p.add_argument("--problems", type=int, default=30, help="synthetic problems (30)")
+    p.add_argument("--population", "-N", type=int, default=16, help="N (16)")
+    p.add_argument("--aggregation-size", "-K", type=int, default=4, help="K (4)")
+    p.add_argument("--steps", "-T", type=int, default=4, help="T (4)")
+    p.add_argument("--max-tokens", type=int, default=8192, help="longest generation (8192)")
+    p.add_argument("--median", type=int, default=256, help="median generation length (256)")
+    p.add_argument("--sigma", type=float, default=1.2, help="log-normal sigma of lengths (1.2)")
+    p.add_argument("--max-model-len", type=int, default=40960, help="context length (40960)")
+    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--gpu-memory-utilization", type=float, default=None)
+    p.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs / compilation")
+    p.add_argument("--data-parallel-size", type=int, default=1,
+                   help="vLLM engine cores behind the async engine (vLLM's data parallelism)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, help="JSON file the figures are merged into")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``rsa bench``."""
+    args = build_parser().parse_args(argv)
+    for name, low in (("problems", 1), ("population", 1), ("aggregation_size", 1), ("steps", 1),
+                      ("max_tokens", 16), ("median", 1), ("max_model_len", 64),
+                      ("data_parallel_size", 1)):
+        if getattr(args, name) < low:
+            raise SystemExit(f"rsa bench: --{name.replace('_', '-')} must be >= {low}, "
+                             f"got {getattr(args, name)}")
+    if args.aggregation_size > args.population:
+        raise SystemExit(f"rsa bench: --aggregation-size must be between 1 and --population "
+                         f"({args.population}), got {args.aggregation_size}")
+    if args.modes is None:
+        spread = ("barrier-free-spread",) if args.data_parallel_size > 1 else ()
+        args.modes = ",".join(OFFLINE_MODES if args.engine == "offline" else
+                              ("barrier-free", "barrier-free-index", *spread, "bound"))
+    if args.data_parallel_size > 1 and args.engine != "async":
+        raise SystemExit("rsa bench: --data-parallel-size needs --engine async (one AsyncLLM "
+                         "over several engine cores)")
+    if args.replay is not None and not args.replay.exists():
+        raise SystemExit(f"rsa bench: --replay {args.replay}: no such file")
+    figures = run_bench(args)
+    data = json.loads(args.out.read_text()) if args.out and args.out.exists() else figures
+    print(json.dumps({"ratios": data.get("ratios", ratios(data))}, indent=1))
+    return 0
