@@ -18,7 +18,7 @@ import pytest
 
 import rsa_plugins
 from openai_stub import StubServer
-from rsa_plugins.engines.credentials import FatalAPIError, MissingCredentials
+from rsa_plugins.engines.errors import FatalAPIError, MissingCredentials
 from test_cli import run_rsa
 
 BIN = Path(sys.executable).parent

@@ -12,8 +12,9 @@ from openai_stub import StubServer
 import rsa_plugins
 from rsa_plugins import Problem, Request
 from rsa_plugins._background import run_sync
-from rsa_plugins.engines.credentials import FatalAPIError
-from rsa_plugins.engines.litellm import LiteLLMEngine, _retry_after, is_retryable
+from rsa_plugins.engines.errors import FatalAPIError
+from rsa_plugins.engines.errors import _retry_after, is_retryable
+from rsa_plugins.engines.litellm import LiteLLMEngine
 
 PROMPTS = ["Compute 6*7. Put the answer in \\boxed{}.", "Compute 40+2. Put the answer in \\boxed{}."]
 

@@ -1,0 +1,135 @@
+"""The direct transport of `LiteLLMEngine`: an OpenAI-compatible server over plain HTTP.
+
+One aiohttp session per event loop; chat completions posted as JSON; and vLLM's extras where
+the server has them: its context length from ``/v1/models`` and exact prompt counts from
+``/tokenize`` (chat template and prefill included).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from ..types import Completion, Request
+from .errors import EmptyCompletion, HTTPStatusError
+
+#: request fields that configure LiteLLM, not the server
+_CLIENT_FIELDS = ("timeout", "caching", "num_retries", "api_base", "api_key")
+
+
+class OpenAIServer:
+    """`base` is the server's OpenAI base URL (``http://host:port/v1``), `model` the name it
+    serves, `key` its API key (if any)."""
+
+    def __init__(self, base: str, model: str, key: str | None, concurrency: int,
+                 timeout: float) -> None:
+        self.base, self.model, self.key = base.rstrip("/"), model, key
+        self.concurrency, self.timeout = concurrency, timeout
+        self._sessions: dict[int, Any] = {}
+        self._tokenize: bool | None = None  # whether the server has vLLM's /tokenize
+
+    @property
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"} if self.key else {}
+
+    def _session(self) -> Any:
+        import aiohttp
+
+        loop_id = id(asyncio.get_running_loop())
+        session = self._sessions.get(loop_id)
+        if session is None or session.closed:
+            session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.concurrency),
+                timeout=aiohttp.ClientTimeout(total=self.timeout))
+            self._sessions[loop_id] = session
+        return session
+
+    async def context_length(self) -> int | None:
+        """The served model's ``max_model_len`` when the server reports it (vLLM does)."""
+        try:
+            async with self._session().get(f"{self.base}/models", headers=self._headers,
+                                           timeout=10) as resp:
+                models = (await resp.json()).get("data", []) if resp.status == 200 else []
+        except Exception:  # noqa: BLE001 - an unreachable server shows up on the first call
+            return None
+        for m in models:
+            if m.get("id") == self.model and isinstance(m.get("max_model_len"), int):
+                return int(m["max_model_len"])
+        return None
+
+    async def count(self, request: Request) -> int | None:
+        """Prompt tokens of `request` from vLLM's ``/tokenize``; None where it has none."""
+        if self._tokenize is False:
+            return None
+        prefill = request.prefill is not None
+        body = {"model": self.model, "messages": request.messages,
+                "add_generation_prompt": not prefill, "continue_final_message": prefill}
+        try:
+            async with self._session().post(self.base.removesuffix("/v1") + "/tokenize",
+                                            json=body, headers=self._headers) as resp:
+                if resp.status == 200:
+                    self._tokenize = True
+                    return int((await resp.json())["count"])
+                if resp.status in (404, 405):
+                    self._tokenize = False
+        except Exception:  # noqa: BLE001 - the caller falls back to an estimate
+            pass
+        return None
+
+    async def complete(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """One chat completion; returns the decoded JSON body."""
+        body = {k: v for k, v in kwargs.items() if k not in _CLIENT_FIELDS}
+        body["model"] = self.model
+        body.update(body.pop("extra_body", None) or {})
+        async with self._session().post(f"{self.base}/chat/completions", json=body,
+                                        headers=self._headers) as resp:
+            text = await resp.text()
+            if resp.status >= 400:
+                raise HTTPStatusError(resp.status, text, resp.headers)
+        try:
+            decoded = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise EmptyCompletion(f"malformed response body: {exc}") from None
+        if not isinstance(decoded, dict):
+            raise EmptyCompletion("malformed response body: not a JSON object")
+        return decoded
+
+    async def aclose(self) -> None:
+        """Close the sessions (they reopen on the next call)."""
+        for session in self._sessions.values():
+            if not session.closed:
+                await session.close()
+        self._sessions.clear()
+
+
+def parse_choices(response: Any, n: int) -> list[Completion]:
+    """Completions from a LiteLLM response object or a decoded chat-completions body."""
+    choices = list(_field(response, "choices") or [])
+    if not choices:
+        raise EmptyCompletion("response has no choices")
+    usage = _field(response, "usage")
+    prompt = int(_field(usage, "prompt_tokens") or 0)
+    completion = int(_field(usage, "completion_tokens") or 0)
+    out = []
+    for i, ch in enumerate(choices):
+        msg = _field(ch, "message")
+        content = _field(msg, "content")
+        text = content if isinstance(content, str) else ""
+        reasoning = _field(msg, "reasoning_content") or _field(msg, "reasoning") or None
+        if not text.strip() and not reasoning:
+            raise EmptyCompletion("the model returned an empty completion")
+        share = completion // len(choices) + (1 if i < completion % len(choices) else 0)
+        out.append(Completion(text=text, reasoning=reasoning,
+                              prompt_tokens=prompt if i == 0 else 0, completion_tokens=share,
+                              finish_reason=_field(ch, "finish_reason")))
+    return out
+
+
+def _field(obj: Any, name: str) -> Any:
+    """`obj[name]` for dicts, `obj.name` for objects, None when absent."""
+    if obj is None:
+        return None
+    if isinstance(obj, dict):
+        return obj.get(name)
+    return getattr(obj, name, None)
