@@ -399,3 +399,20 @@ def test_the_private_inspect_names_rsa_plugins_uses_are_still_there():
     from rsa_plugins.adapters.inspect import _compat
 
     assert _compat.MISSING == []
+
+
+def test_a_refused_key_stops_the_sample_at_once_with_one_line(tmp_path, monkeypatch):
+    """A 401 would come back for every one of the N x T calls: the first one ends the sample
+    with an error that says what to check, instead of a population of failures scored 0."""
+    from openai_stub import StubServer
+
+    with StubServer(faults={"401": 1.0}) as stub:
+        monkeypatch.setenv("STUB_BASE_URL", stub.base_url)
+        monkeypatch.setenv("STUB_API_KEY", "sk-wrong")
+        task = Task(dataset=[Sample(input="What is 2 + 2?", target="4")], scorer=includes())
+        [log] = eval(task, model="openai-api/stub/stub", log_dir=str(tmp_path), display="none",
+                     solver=rsa(population=4, aggregation_size=2, steps=3), fail_on_error=True)
+        seen = stub.stats()
+    assert log.status == "error"
+    assert "HTTP 401" in log.error.message and "\n" not in log.error.message.strip()
+    assert 1 <= len(seen) <= 4, "no call after the first step's (in flight together)"

@@ -98,7 +98,8 @@ class HTTPStatusError(RuntimeError):
         self.litellm_response_headers = dict(headers or {})
 
 
-def _status(exc: BaseException) -> int | None:
+def status_of(exc: BaseException) -> int | None:
+    """The HTTP status a failed call carries, if any."""
     for attr in ("status_code", "code"):
         value = getattr(exc, attr, None)
         if isinstance(value, int):
@@ -143,7 +144,7 @@ def is_retryable(exc: BaseException) -> bool:
                  ConnectionError, _aiohttp_client_error())
     if isinstance(exc, transient):
         return True
-    status = _status(exc)
+    status = status_of(exc)
     if status is not None and status >= 400:
         return status in RETRYABLE_STATUS
     # malformed bodies and other unclassified API errors: worth another try
@@ -161,6 +162,6 @@ def redact(text: str, *secrets: str | None) -> str:
 
 def _describe(exc: BaseException) -> str:
     """One line naming the error class and status, without request bodies or keys."""
-    status = _status(exc)
+    status = status_of(exc)
     text = str(exc).splitlines()[0][:300] if str(exc) else ""
     return f"{type(exc).__name__}{f' ({status})' if status else ''}: {text}"

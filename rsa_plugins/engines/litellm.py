@@ -21,7 +21,7 @@ from .errors import (
     FatalAPIError,
     _describe,
     _retry_after,
-    _status,
+    status_of,
     check_model,
     fatal_reason,
     is_retryable,
@@ -173,7 +173,7 @@ class LiteLLMEngine(Engine):
             except (asyncio.CancelledError, FatalAPIError):
                 raise
             except Exception as exc:  # noqa: BLE001 - classified below
-                reason = fatal_reason(exc, _status(exc))
+                reason = fatal_reason(exc, status_of(exc))
                 if reason is not None:
                     self._fatal = self._fatal or FatalAPIError(self._explain(reason, exc))
                     raise self._fatal from None

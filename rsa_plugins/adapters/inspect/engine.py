@@ -20,11 +20,14 @@ from inspect_ai.model import (
 )
 from inspect_ai.util import LimitExceededError, collect, span
 
-from ...engines.base import Engine
+from ...engines.base import Engine, EngineError
+from ...engines.errors import status_of
 from ...seeds import derive_seed
 from ...types import Completion, Message, Request
 
 STEP_SPAN_TYPE = "rsa_step"
+#: answers that every other call would repeat (key refused, no access, unknown model)
+FATAL_STATUS = (401, 403, 404)
 
 
 @dataclass
@@ -86,6 +89,10 @@ class InspectEngine(Engine):
             except LimitExceededError:
                 raise
             except Exception as exc:  # noqa: BLE001 - one failed call must not sink the population
+                if status_of(exc) in FATAL_STATUS:  # every other call would get the same
+                    raise EngineError(f"{self.model}: {_first_line(exc)} (HTTP "
+                                      f"{status_of(exc)}: check the model's API key, access "
+                                      "and name)") from exc
                 outs.append(Completion(error=f"{type(exc).__name__}: {exc}"))
                 continue
             outs.append(self._completion(output))
@@ -118,3 +125,8 @@ def chat_messages(messages: list[Message]) -> list[ChatMessage]:
     """RSA's chat as Inspect messages (a last assistant message is a prefill)."""
     kinds = {"system": ChatMessageSystem, "user": ChatMessageUser, "assistant": ChatMessageAssistant}
     return [kinds[m["role"]](content=m["content"]) for m in messages]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
