@@ -27,7 +27,7 @@ if __name__ == "__main__":
         # one slot of one problem gets an impossible sampling parameter: it alone must fail
         return {"top_k": -5} if req.seed == poison else {}
 
-    engine = AsyncVLLMEngine(sys.argv[1], max_model_len=2048, dtype="bfloat16",
+    engine = AsyncVLLMEngine(sys.argv[1], max_model_len=2048, dtype="float32",
                              enforce_eager=True, seed=0, sampling_hook=hook)
     problems = reasoning_gym_problems("basic_arithmetic", limit=3, seed=5)
     from rsa_plugins.seeds import derive_seed

@@ -108,7 +108,7 @@ class VLLMServer:
             "--served-model-name", self.model_name,
             "--host", "127.0.0.1",
             "--port", str(self.port),
-            "--dtype", "bfloat16",
+            "--dtype", "float32",  # CPUs without native bfloat16 (AVX2, like CI's) emulate it: ~10x slower
             "--max-model-len", str(self.max_model_len),
             "--enforce-eager",
             # Large enough to avoid chunked prefill, which with per-request seeds can crash this

@@ -73,7 +73,7 @@ def test_rsa_vllm_lockstep_on_the_stock_lm_eval_command(smollm2_dir, tmp_path):
     results, samples = lm_eval(
         "--model", "rsa-vllm", "--model_args",
         f"pretrained={smollm2_dir},population={N},aggregation_size={K},steps={T},lockstep=True,"
-        f"enforce_eager=True,max_model_len=2048,max_num_batched_tokens=16384,trace={trace}",
+        f"enforce_eager=True,dtype=float32,max_model_len=2048,max_num_batched_tokens=16384,trace={trace}",
         "--tasks", "rsa_rg_arithmetic", "--include_path", str(TASKS), "--limit", str(LIMIT),
         "--gen_kwargs", "max_gen_toks=48", tmp_path=tmp_path)
     check_population_results(results, samples, tmp_path / "trace.rsa_rg_arithmetic.jsonl")
@@ -132,7 +132,7 @@ def test_rsa_vllm_is_barrier_free_by_default(smollm2_dir, tmp_path):
     results, _ = lm_eval(
         "--model", "rsa-vllm", "--model_args",
         f"pretrained={smollm2_dir},population={n},aggregation_size=2,steps={t},temperature=0.05,"
-        f"enforce_eager=True,max_model_len=2048,max_num_batched_tokens=16384,trace={trace}",
+        f"enforce_eager=True,dtype=float32,max_model_len=2048,max_num_batched_tokens=16384,trace={trace}",
         "--tasks", "rsa_lengths,rsa_mc", "--include_path", str(tasks), "--apply_chat_template",
         tmp_path=tmp_path)
     # log-likelihoods (a multiple-choice task) come from the same engine, as lm-eval scores them

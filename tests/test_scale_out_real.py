@@ -44,7 +44,7 @@ def test_lm_eval_rsa_vllm_on_vllms_own_data_parallelism(smollm2_dir, tmp_path):
     command = [
         LM_EVAL, "--model", "rsa-vllm", "--model_args",
         f"pretrained={smollm2_dir},data_parallel_size=2,population={n},aggregation_size={k},"
-        f"steps={t},enforce_eager=True,max_model_len=2048,max_num_batched_tokens=16384,"
+        f"steps={t},enforce_eager=True,dtype=float32,max_model_len=2048,max_num_batched_tokens=16384,"
         f"trace={trace}",
         "--tasks", "rsa_rg_arithmetic", "--include_path", str(ROOT / "tasks" / "lm_eval"),
         "--limit", str(limit), "--gen_kwargs", "max_gen_toks=32",

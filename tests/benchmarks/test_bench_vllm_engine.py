@@ -37,7 +37,7 @@ def bench(model_dir: str) -> dict:
     from rsa_plugins.reasoning_gym import reasoning_gym_problems
 
     # no prefix caching: a replay would otherwise find every prompt already cached
-    llm = LLM(model=model_dir, dtype="bfloat16", max_model_len=2048, enforce_eager=True,
+    llm = LLM(model=model_dir, dtype="float32", max_model_len=2048, enforce_eager=True,
               max_num_batched_tokens=16384, enable_prefix_caching=False, seed=0)
     real_generate = llm.generate
     calls: list[list[tuple[list[int], int, float, int]]] = []  # per call: (ids, seed, temp, len)
