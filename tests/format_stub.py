@@ -251,21 +251,11 @@ def serve(port: int, model: str, max_model_len: int, pad_words: int, fail: int |
         counters["tokenize"] = 0
         return web.json_response({"ok": True})
 
-    async def main() -> None:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_post("/v1/chat/completions", chat)
-        app.router.add_get("/v1/models", models)
-        app.router.add_post("/tokenize", tokenize)
-        app.router.add_get("/log", get_log)
-        app.router.add_get("/stats", stats)
-        app.router.add_post("/reset", reset)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port, backlog=1024).start()
-        await asyncio.sleep(lifetime)
-        await runner.cleanup()
+    from servers import serve_app
 
-    asyncio.run(main())
+    serve_app([("POST", "/v1/chat/completions", chat), ("GET", "/v1/models", models),
+               ("POST", "/tokenize", tokenize), ("GET", "/log", get_log), ("GET", "/stats", stats),
+               ("POST", "/reset", reset)], port, lifetime, max_body=64 * 1024 * 1024)
 
 
 class FormatStub:

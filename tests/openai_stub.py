@@ -16,13 +16,15 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: servers.py beside
+from servers import free_port  # noqa: E402
 
 ANSWER = "Adding the numbers gives 42. ANSWER: 42 \\boxed{42}"
 
@@ -108,25 +110,10 @@ def serve(port: int, script: list[str], lifetime: float, faults: dict[str, float
         return web.json_response({"max_in_flight": live["max"], "requests": len(log),
                                   "connections": len(peers)})
 
-    async def main() -> None:
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", chat)
-        app.router.add_get("/v1/models", models)
-        app.router.add_get("/stats", stats)
-        app.router.add_get("/peak", peak)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port, backlog=1024).start()
-        await asyncio.sleep(lifetime)
-        await runner.cleanup()
+    from servers import serve_app
 
-    asyncio.run(main())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    serve_app([("POST", "/v1/chat/completions", chat), ("GET", "/v1/models", models),
+               ("GET", "/stats", stats), ("GET", "/peak", peak)], port, lifetime)
 
 
 class StubServer:

@@ -23,7 +23,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["VLLMServer", "free_port", "http_ok", "wait_http"]
+__all__ = ["VLLMServer", "free_port", "http_ok", "serve_app", "wait_http"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -31,6 +31,27 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def serve_app(routes: list[tuple[str, str, object]], port: int, lifetime: float,
+              max_body: int = 1024**2) -> None:
+    """Serve an aiohttp app (`routes`: (method, path, handler)) on 127.0.0.1:`port` for
+    `lifetime` seconds: what the scripted stubs run in their subprocess."""
+    import asyncio
+
+    from aiohttp import web
+
+    async def main() -> None:
+        app = web.Application(client_max_size=max_body)
+        for method, path, handler in routes:
+            app.router.add_route(method, path, handler)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port, backlog=1024).start()
+        await asyncio.sleep(lifetime)
+        await runner.cleanup()
+
+    asyncio.run(main())
 
 
 def http_ok(url: str, timeout: float = 5.0) -> bool:
