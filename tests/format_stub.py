@@ -307,13 +307,10 @@ class FormatStub:
         urllib.request.urlopen(req, timeout=30).read()
 
     def __exit__(self, *exc: object) -> None:
+        from servers import stop_process
+
         if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+            stop_process(self.proc)
             self.proc = None
 
 

@@ -155,12 +155,11 @@ class StubServer:
         return json.loads(urllib.request.urlopen(url, timeout=30).read())
 
     def __exit__(self, *exc: object) -> None:
+        from servers import stop_process
+
         if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+            stop_process(self.proc)
+            self.proc = None
 
 
 if __name__ == "__main__":

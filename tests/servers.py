@@ -23,7 +23,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["VLLMServer", "free_port", "http_ok", "serve_app", "wait_http"]
+__all__ = ["VLLMServer", "free_port", "http_ok", "serve_app", "stop_process", "wait_http"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -52,6 +52,16 @@ def serve_app(routes: list[tuple[str, str, object]], port: int, lifetime: float,
         await runner.cleanup()
 
     asyncio.run(main())
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:  # type: ignore[type-arg]
+    """Terminate `proc`, killing it if it does not end within `timeout` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=timeout)
 
 
 def http_ok(url: str, timeout: float = 5.0) -> bool:
