@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 # Before anything imports litellm / huggingface_hub: no network fetches from tests.
@@ -20,6 +20,17 @@ for _p in (str(_TESTS), str(_TESTS.parent)):  # `servers` helper; the repo witho
 import pytest  # noqa: E402
 
 from servers import VLLMServer  # noqa: E402
+
+
+@pytest.fixture
+def show(capsys: pytest.CaptureFixture[str]) -> Callable[..., None]:
+    """Print straight to the terminal (also in CI logs, where pytest would otherwise capture
+    it): benchmarks and timed real-model runs print their figures with it."""
+    def _print(*args: object) -> None:
+        with capsys.disabled():
+            print(*args, flush=True)
+
+    return _print
 
 
 @pytest.hookimpl(hookwrapper=True)

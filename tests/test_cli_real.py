@@ -155,7 +155,7 @@ def verbatim_dir(tmp_path: Path) -> Path:
     return work
 
 
-def test_readme_first_command_verbatim(smollm2_dir: Path, tmp_path: Path) -> None:
+def test_readme_first_command_verbatim(smollm2_dir: Path, tmp_path: Path, show) -> None:
     """The README's main job as written (.ci/run did the install part before the tests)."""
     _, job = readme_first_command()
     work = verbatim_dir(tmp_path)
@@ -165,8 +165,8 @@ def test_readme_first_command_verbatim(smollm2_dir: Path, tmp_path: Path) -> Non
     proc = subprocess.run(["bash", "-c", job], cwd=work, capture_output=True, text=True,
                           timeout=1500, env=env)
     wall = time.monotonic() - started
-    print(f"\n[README first command] `{job}`: {wall:.0f} s wall, load "
-          f"{os.getloadavg()[0]:.1f}\n{proc.stdout}")
+    show(f"\n[README first command] `{job}`: {wall:.0f} s wall, load "
+         f"{os.getloadavg()[0]:.1f}\n{proc.stdout}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     [out] = list((work / "runs").iterdir())
     summary = json.loads((out / "summary.json").read_text())
@@ -188,7 +188,8 @@ def docs_python_example() -> str:
     return block.group(1)
 
 
-def test_docs_python_example_runs_as_a_plain_script(smollm2_dir: Path, tmp_path: Path) -> None:
+def test_docs_python_example_runs_as_a_plain_script(smollm2_dir: Path, tmp_path: Path,
+                                                    show) -> None:
     """docs/python.md's first example, verbatim, as a script without a __main__ guard: the
     embedded model from Python, quiet (only what the script prints reaches stdout)."""
     code = docs_python_example()
@@ -200,8 +201,8 @@ def test_docs_python_example_runs_as_a_plain_script(smollm2_dir: Path, tmp_path:
     proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
                           text=True, timeout=1200, env=env)
     wall = time.monotonic() - started
-    print(f"\n[docs/python.md example] {wall:.0f} s wall, load {os.getloadavg()[0]:.1f}\n"
-          f"{proc.stdout}{proc.stderr[-2000:]}")
+    show(f"\n[docs/python.md example] {wall:.0f} s wall, load {os.getloadavg()[0]:.1f}\n"
+         f"{proc.stdout}{proc.stderr[-2000:]}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     answer_and_votes, shares = proc.stdout.strip().splitlines()  # nothing but the two prints
     assert answer_and_votes.endswith("}") and "{" in answer_and_votes  # answer, then votes

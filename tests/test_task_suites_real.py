@@ -41,7 +41,7 @@ def vllm_server(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         yield server
 
 
-def test_rsa_litellm_fits_gsm8k_cot_into_a_small_context(vllm_server, tmp_path):
+def test_rsa_litellm_fits_gsm8k_cot_into_a_small_context(vllm_server, tmp_path, show):
     from rsa_plugins.embedded import cpu_env
 
     suite = make_suite("gsm8k-cot", tmp_path, docs=DOCS)
@@ -59,10 +59,10 @@ def test_rsa_litellm_fits_gsm8k_cot_into_a_small_context(vllm_server, tmp_path):
         events += [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
     gens = [e for e in events if e.get("event") == "generation"]
     steps = [e for e in events if e.get("event") == "step"]
-    print("\nfitted_prompts per problem and step:",
-          [(e["problem"], e["step"], e["metrics"].get("fitted_prompts")) for e in steps])
-    print("generation errors:", sorted({str(g["error"]) for g in gens}))
-    print("results:", run.results and run.results["results"].get(suite.name))
+    show("\nfitted_prompts per problem and step:",
+         [(e["problem"], e["step"], e["metrics"].get("fitted_prompts")) for e in steps])
+    show("generation errors:", sorted({str(g["error"]) for g in gens}))
+    show("results:", run.results and run.results["results"].get(suite.name))
 
     assert run.returncode == 0, run.stderr[-4000:]
     assert len(gens) == DOCS * N * T
