@@ -206,8 +206,11 @@ def test_trace_is_keyed_by_task_so_a_subset_resumes(subset, two_tasks):
 # ------------------------------------------------------------------ every request fails
 
 
-@pytest.mark.parametrize("status", [400, 401])
-def test_a_run_whose_every_request_failed_ends_with_one_line(status, tmp_path):
+@pytest.mark.parametrize("status, line", [
+    (400, "RSA failed for every request"),
+    (401, "the provider refused the credentials"),  # every call would: stopped at the first
+])
+def test_a_run_whose_every_request_failed_ends_with_one_line(status, line, tmp_path):
     suite = make_suite("gsm8k-cot", tmp_path, docs=2)
     with FormatStub(fail=status) as stub:
         run = lm_eval(["--model", "rsa-litellm", "--model_args",
@@ -217,6 +220,6 @@ def test_a_run_whose_every_request_failed_ends_with_one_line(status, tmp_path):
         assert stub.stats()["requests"] > 0
     assert run.returncode != 0
     assert "Traceback" not in run.stderr, run.stderr[-3000:]
-    assert error_lines(run.stderr, "RSA failed for every request"), run.stderr[-3000:]
+    assert error_lines(run.stderr, line), run.stderr[-3000:]
     for leak in ("Unclosed client session", "Unclosed connector"):
         assert leak not in run.stderr, run.stderr[-3000:]
