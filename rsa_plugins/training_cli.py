@@ -61,8 +61,9 @@ def cmd_make_training_data(args: argparse.Namespace) -> int:
     if args.limit < 1:
         raise CLIError(f"--limit must be >= 1, got {args.limit}")
     small = runs.is_embedded(args.model)
-    sampling = {"temperature": args.temperature, "top_p": args.top_p, "max_tokens":
-                args.max_tokens or (embedded.RSA_DEFAULTS["max_tokens"] if small else None)}
+    budget = embedded.RSA_DEFAULTS["max_tokens"] if small else None
+    sampling = {"temperature": args.temperature, "top_p": args.top_p,
+                "max_tokens": budget if args.max_tokens is None else args.max_tokens}
     try:
         config = td.TrainingDataConfig(
             mix=args.mix, aggregation_size=args.aggregation_size, pool=args.pool, seed=args.seed,

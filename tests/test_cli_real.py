@@ -107,7 +107,8 @@ def test_interrupted_eval_reports_finished_steps_and_resumes(vllm_server, tmp_pa
     assert [int(r[0]) for r in rows] == list(range(1, depth + 1))
     assert int(rows[0][1]) == len(finished)  # problems that finished step 1
     assert "incomplete run" in report.stdout
-    assert trace.with_suffix(".png").is_file()
+    plots = [ln.split(": ", 1)[1] for ln in report.stdout.splitlines() if ln.startswith("plot: ")]
+    assert plots == [str(out / "report.png")] and (out / "report.png").is_file(), report.stdout
 
     again = run_rsa(*args, timeout=900)  # same --out: resumes from the checkpoints
     assert again.returncode == 0, again.stderr[-3000:]
