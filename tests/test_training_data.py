@@ -25,9 +25,9 @@ from rsa_plugins.types import Problem
 
 RSA = str(Path(sys.executable).parent / "rsa")
 VERL_COLUMNS = {"data_source", "prompt", "ability", "reward_model", "extra_info"}
-EXTRA_INFO = {"split", "index", "kind", "problem_id", "answer_format", "k", "candidate_ids",
+EXTRA_INFO = {"split", "index", "prompt_type", "problem_id", "answer_format", "k", "candidate_ids",
               "candidate_answers", "candidate_scores", "metadata"}
-TRL_COLUMNS = {"prompt", "ground_truth", "kind", "problem_id", "data_source", "answer_format",
+TRL_COLUMNS = {"prompt", "ground_truth", "prompt_type", "problem_id", "data_source", "answer_format",
                "index", "split", "k", "candidate_ids", "candidate_answers", "candidate_scores",
                "metadata"}
 
@@ -59,9 +59,9 @@ def test_mix_gives_exactly_that_share_of_aggregation_rows(tmp_path: Path, mix: f
     engine = ScriptedEngine()
     summary, rows = build(math_problems(n), tmp_path / "d.jsonl", engine, mix=mix,
                           aggregation_size=2, pool=3)
-    kinds = [info(r)["kind"] for r in rows]
-    assert kinds.count("aggregation") == summary.aggregation == expected
-    assert kinds.count("standard") == summary.standard == n - expected
+    prompt_types = [info(r)["prompt_type"] for r in rows]
+    assert prompt_types.count("aggregation") == summary.aggregation == expected
+    assert prompt_types.count("standard") == summary.standard == n - expected
     assert len(rows) == n
     # only aggregation problems are sampled: pool (3) samples each, nothing else
     assert summary.sampled == 3 * expected
@@ -76,7 +76,7 @@ def test_the_choice_of_rows_follows_ids_not_order(tmp_path: Path) -> None:
     _, again = build(shuffled, tmp_path / "b.jsonl", mix=0.5, aggregation_size=2)
 
     def by_id(rs: list[dict]) -> dict:
-        return {info(r)["problem_id"]: (info(r)["kind"], info(r)["candidate_ids"]) for r in rs}
+        return {info(r)["problem_id"]: (info(r)["prompt_type"], info(r)["candidate_ids"]) for r in rs}
 
     assert by_id(rows) == by_id(again)
     assert [info(r)["problem_id"] for r in again] == [p.id for p in shuffled]  # input order kept
@@ -96,7 +96,7 @@ def test_aggregation_rows_hold_k_distinct_pool_candidates_in_the_loops_prompt(
     view_cfg = RSAConfig(population=1, aggregation_size=1, steps=1)
     for row, p in zip(rows, problems):
         ex = row["extra_info"]
-        assert ex["kind"] == "aggregation" and ex["k"] == 3
+        assert ex["prompt_type"] == "aggregation" and ex["k"] == 3
         slots = [int(c.rsplit("/c", 1)[1]) for c in ex["candidate_ids"]]
         assert len(set(slots)) == 3 and all(0 <= s < 5 for s in slots)
         assert all(c.startswith(f"{p.id}/c") for c in ex["candidate_ids"])
@@ -146,7 +146,7 @@ def test_failed_samples_shrink_k_and_an_empty_pool_falls_back_to_standard(tmp_pa
     assert summary.short == 6
     summary, rows = build(math_problems(2), tmp_path / "b.jsonl", ScriptedEngine(fail_every=1),
                           mix=1.0, aggregation_size=2)
-    assert [r["extra_info"]["kind"] for r in rows] == ["standard", "standard"]
+    assert [r["extra_info"]["prompt_type"] for r in rows] == ["standard", "standard"]
     assert summary.aggregation == 0 and summary.short == 2
 
 
@@ -171,8 +171,8 @@ def test_verl_parquet_columns_and_types(tmp_path: Path) -> None:
         assert set(ex) == EXTRA_INFO
         assert (ex["split"], ex["index"], ex["problem_id"], ex["answer_format"]) == \
             ("val", i, problems[i].id, "math")
-        assert ex["kind"] in ("standard", "aggregation")
-        if ex["kind"] == "standard":
+        assert ex["prompt_type"] in ("standard", "aggregation")
+        if ex["prompt_type"] == "standard":
             assert row["prompt"] == [{"role": "user", "content": problems[i].prompt}]
             assert (ex["k"], ex["candidate_ids"]) == (0, [])
 
@@ -186,7 +186,7 @@ def test_trl_layout_in_jsonl_and_parquet_agree(tmp_path: Path) -> None:
         assert set(row) == TRL_COLUMNS
         assert row["ground_truth"] == "42" and row["problem_id"] == p.id
         assert isinstance(row["prompt"], list) and row["prompt"][-1]["role"] == "user"
-        if row["kind"] == "standard":
+        if row["prompt_type"] == "standard":
             assert row["prompt"][-1]["content"] == p.prompt
         else:
             assert "---- Solution 2 ----" in row["prompt"][-1]["content"]
@@ -358,7 +358,7 @@ def test_cli_writes_trl_rows_from_a_problems_file(tmp_path: Path,
     printed = capsys.readouterr().out
     rows = td.read_rows(out)
     assert [r["problem_id"] for r in rows] == ["q0", "q1", "q2", "q3"]
-    assert sum(r["kind"] == "aggregation" for r in rows) == 2
+    assert sum(r["prompt_type"] == "aggregation" for r in rows) == 2
     assert {r["data_source"] for r in rows} == {"toy"}
     assert sum(c["n"] for c in fake.calls) == 6  # 2 aggregation problems x pool 3
     assert all(c["params"].get("max_tokens") == 8192 for c in fake.calls)
@@ -376,7 +376,7 @@ def test_cli_reasoning_gym_tasks_and_verl_parquet(tmp_path: Path) -> None:
     rows = td.read_rows(out)
     assert [r["data_source"] for r in rows] == ["reasoning_gym/basic_arithmetic"] * 3 + \
         ["reasoning_gym/chain_sum"] * 3
-    assert all(r["extra_info"]["kind"] == "aggregation" and r["extra_info"]["k"] == 2
+    assert all(r["extra_info"]["prompt_type"] == "aggregation" and r["extra_info"]["k"] == 2
                for r in rows)
     expected = [p.target for name in ("basic_arithmetic", "chain_sum")
                 for p in reasoning_gym_problems(name, 3, 0)]

@@ -73,7 +73,7 @@ def test_docs_command_embedded_model_verl_parquet(smollm2_dir: Path, tmp_path: P
     targets = [p.target for p in reasoning_gym_problems("basic_arithmetic", 4, 0)]
     assert [r["reward_model"]["ground_truth"] for r in rows] == targets
     assert {r["data_source"] for r in rows} == {"reasoning_gym/basic_arithmetic"}
-    agg = [r for r in rows if r["extra_info"]["kind"] == "aggregation"]
+    agg = [r for r in rows if r["extra_info"]["prompt_type"] == "aggregation"]
     assert len(agg) == 2
     for r in agg:
         ex = r["extra_info"]
@@ -87,7 +87,7 @@ def test_docs_command_embedded_model_verl_parquet(smollm2_dir: Path, tmp_path: P
         assert all(0.0 <= s <= 1.0 for s in ex["candidate_scores"])
         assert len(ex["candidate_scores"]) == 4 and None not in ex["candidate_scores"]
     for r in rows:
-        if r["extra_info"]["kind"] == "standard":
+        if r["extra_info"]["prompt_type"] == "standard":
             assert r["extra_info"]["k"] == 0 and "---- Solution" not in r["prompt"][-1]["content"]
 
     loaded = load_with_datasets(out, "parquet")
@@ -110,7 +110,7 @@ def test_docs_command_server_model_trl_jsonl(vllm_server, tmp_path: Path) -> Non
     out = tmp_path / "data" / "rsa-train-trl.jsonl"
     rows = td.read_rows(out)
     assert [(r["problem_id"], r["ground_truth"]) for r in rows] == [("q1", "391"), ("q2", "42")]
-    agg = [r for r in rows if r["kind"] == "aggregation"]
+    agg = [r for r in rows if r["prompt_type"] == "aggregation"]
     assert len(agg) == 1 and agg[0]["k"] == 2
     assert len(agg[0]["candidate_scores"]) == 2 and None not in agg[0]["candidate_scores"]
     assert "---- Solution 2 ----" in agg[0]["prompt"][-1]["content"]

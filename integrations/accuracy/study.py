@@ -219,16 +219,16 @@ def per_problem(trace: Path) -> dict[str, dict[str, Any]]:
     finals: dict[str, dict[str, Any]] = {}
     majority: dict[str, dict[int, int]] = {}
     for ev in load(trace):
-        kind = ev.get("event")
-        if kind == "generation":
+        event = ev.get("event")
+        if event == "generation":
             key = (ev["problem"], int(ev["step"]), int(ev["slot"]))
             ok = ev.get("error") is None and ev.get("score") is not None
             if ok or key not in scores:  # a retried generation replaces a failed one
                 scores[key] = float(ev["score"]) if ok else 0.0
-        elif kind == "step":
+        elif event == "step":
             value = ev["metrics"].get("majority_accuracy", 0.0)
             majority.setdefault(ev["problem"], {})[int(ev["step"])] = int(value >= 1.0)
-        elif kind == "result":
+        elif event == "result":
             finals[ev["problem"]] = ev
     steps: dict[str, dict[int, dict[int, int]]] = {}
     for (pid, step, slot), score in scores.items():

@@ -46,7 +46,7 @@ class Measurement:
     """Accuracies (fractions) measured in one result, over `problems` problems."""
 
     source: str
-    kind: str  # "lm-eval", "inspect" or "rsa"
+    framework: str  # "lm-eval", "inspect" or "rsa"
     problems: int
     final_mean: float | None = None      # final population's mean accuracy (paper's Pass@1)
     chosen: float | None = None          # accuracy of the returned (majority / random) answer
@@ -62,8 +62,8 @@ def find_results(paths: Iterable[str | Path]) -> list[Path]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and _kind(p))
-        elif path.is_file() and _kind(path):
+            found += sorted(p for p in path.rglob("*") if p.is_file() and _framework(p))
+        elif path.is_file() and _framework(path):
             found.append(path)
         else:
             raise SystemExit(f"compare.py: no lm-eval results, Inspect log or summary.json at {path}")
@@ -72,7 +72,7 @@ def find_results(paths: Iterable[str | Path]) -> list[Path]:
     return found
 
 
-def _kind(path: Path) -> str | None:
+def _framework(path: Path) -> str | None:
     if path.suffix == ".eval":
         return "inspect"
     if path.name == "summary.json":
@@ -141,7 +141,7 @@ READERS = {"lm-eval": read_lm_eval, "inspect": read_inspect, "rsa": read_rsa_sum
 
 def measure(paths: Iterable[str | Path]) -> list[Measurement]:
     """Every measurement in the given results."""
-    return [m for p in find_results(paths) for m in READERS[_kind(p) or ""](p)]
+    return [m for p in find_results(paths) for m in READERS[_framework(p) or ""](p)]
 
 
 def pooled(measurements: list[Measurement], attr: str) -> float | None:
@@ -166,7 +166,7 @@ def report(benchmark: str, measurements: list[Measurement]) -> str:
              f"(N=16 K=4 T=10, temperature 1.0, 8192 tokens per generation)"]
     for m in measurements:
         shown = " ".join(f"{k}={v}" for k, v in m.settings.items())
-        lines.append(f"  measured: {m.source} ({m.kind}, {m.problems} problems{', ' + shown if shown else ''})")
+        lines.append(f"  measured: {m.source} ({m.framework}, {m.problems} problems{', ' + shown if shown else ''})")
     rows = [
         ("single sample (step-1 mean accuracy)", pct(pooled(measurements, "first_mean")),
          paper["single"]),

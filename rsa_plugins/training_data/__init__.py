@@ -11,7 +11,7 @@ from .build import (
     TrainingDataConfig,
     amake_training_data,
     answer_format,
-    assign_kinds,
+    assign_prompt_types,
     build_examples,
     check_unique_ids,
     draw_candidates,
@@ -37,7 +37,7 @@ from .rewards import compute_score, score_completion, trl_reward
 
 __all__ = [
     "ABILITY", "AGGREGATION", "LAYOUTS", "STANDARD", "SUFFIXES", "BuildSummary", "Example",
-    "TrainingDataConfig", "amake_training_data", "answer_format", "assign_kinds",
+    "TrainingDataConfig", "amake_training_data", "answer_format", "assign_prompt_types",
     "build_examples", "check_unique_ids", "compute_score", "draw_candidates", "ground_truth",
     "load_jsonl_problems", "make_training_data", "read_rows", "reasoning_gym_training_problems",
     "resolve_output", "sample_pools", "score_completion", "to_trl", "to_verl", "trl_reward",

@@ -80,7 +80,7 @@ class Example:
     """One training row before it is laid out for a framework."""
 
     index: int
-    kind: str  # "standard" or "aggregation"
+    prompt_type: str  # "standard" or "aggregation"
     problem: Problem
     answer_format: str
     messages: list[dict[str, str]]
@@ -162,7 +162,7 @@ def check_unique_ids(problems: Sequence[Problem]) -> None:
 
 # ---------------------------------------------------------------------------- building
 
-def assign_kinds(problems: Sequence[Problem], mix: float, seed: int) -> list[str]:
+def assign_prompt_types(problems: Sequence[Problem], mix: float, seed: int) -> list[str]:
     """Exactly ``round(mix * n)`` aggregation rows; which ones comes from a hash of each id,
     so the choice does not depend on the order of the problems."""
     n_agg = round(mix * len(problems))
@@ -190,7 +190,7 @@ def ground_truth(target: Any) -> str:
     return target if isinstance(target, str) else json.dumps(target)
 
 
-def build_examples(problems: Sequence[Problem], kinds: Sequence[str],
+def build_examples(problems: Sequence[Problem], prompt_types: Sequence[str],
                    pools: dict[str, list[Candidate]], config: TrainingDataConfig
                    ) -> list[Example]:
     """One `Example` per problem; aggregation rows without any good candidate stay standard.
@@ -200,18 +200,18 @@ def build_examples(problems: Sequence[Problem], kinds: Sequence[str],
     data_source = config.data_source
     view_config = RSAConfig(population=1, aggregation_size=1, steps=1)
     examples = []
-    for i, (p, kind) in enumerate(zip(problems, kinds)):
+    for i, (p, prompt_type) in enumerate(zip(problems, prompt_types)):
         fmt = answer_format(p)
         source = data_source or (f"reasoning_gym/{p.metadata['dataset']}"
                                  if fmt == "reasoning_gym" and "dataset" in p.metadata
                                  else "rsa_plugins")
         ex = Example(i, STANDARD, p, fmt, p.messages(), ground_truth(p.target), source)
-        if kind == AGGREGATION:
+        if prompt_type == AGGREGATION:
             chosen = draw_candidates(pools.get(p.id, []), config.aggregation_size,
                                      config.seed, p.id)
             if chosen:
                 views = [candidate_view(c, view_config, p, fmt) for c in chosen]
-                ex.kind, ex.candidates = AGGREGATION, chosen
+                ex.prompt_type, ex.candidates = AGGREGATION, chosen
                 ex.messages = p.messages(aggregation_prompt(p, views, view_config, fmt))
         examples.append(ex)
     return examples
@@ -240,22 +240,22 @@ async def amake_training_data(problems: Sequence[Problem], engine: Engine, out: 
         if p.target is None:
             raise ConfigError(f"problem {p.id!r} has no target: training rows need a ground truth")
     check_unique_ids(problems)
-    kinds = assign_kinds(problems, config.mix, config.seed)
-    wanted = [p for p, k in zip(problems, kinds) if k == AGGREGATION]
+    prompt_types = assign_prompt_types(problems, config.mix, config.seed)
+    wanted = [p for p, k in zip(problems, prompt_types) if k == AGGREGATION]
     pools = await sample_pools(engine, wanted, config, progress)
-    examples = build_examples(problems, kinds, pools, config)
+    examples = build_examples(problems, prompt_types, pools, config)
     rows = [to_verl(ex, config.split) if layout == "verl" else to_trl(ex, config.split)
             for ex in examples]
     write_rows(rows, path, layout, filetype)
     shown = [c.score for ex in examples for c in ex.candidates]
     scored = [s for s in shown if s is not None]
-    agg = sum(ex.kind == AGGREGATION for ex in examples)
+    agg = sum(ex.prompt_type == AGGREGATION for ex in examples)
     return BuildSummary(
         path=path, layout=layout, rows=len(rows), aggregation=agg, standard=len(rows) - agg,
         sampled=sum(len(v) for v in pools.values()),
         failed_samples=sum(not c.completion.ok for v in pools.values() for c in v),
         candidate_accuracy=sum(scored) / len(scored) if scored else None,
-        short=sum(ex.kind == AGGREGATION and len(ex.candidates) < config.aggregation_size
+        short=sum(ex.prompt_type == AGGREGATION and len(ex.candidates) < config.aggregation_size
                   for ex in examples) + (len(wanted) - agg))
 
 

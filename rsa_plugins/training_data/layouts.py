@@ -17,7 +17,7 @@ SUFFIXES = (".parquet", ".jsonl")
 #: verl's free-form ``ability`` column, per answer kind
 ABILITY = {"math": "math", "code": "code", "multiple_choice": "multiple_choice",
            "reasoning_gym": "reasoning", "general": "general"}
-#: the ``kind`` column: a plain prompt, or an aggregation prompt holding K candidates
+#: the ``prompt_type`` column: a plain prompt, or an aggregation prompt holding K candidates
 STANDARD, AGGREGATION = "standard", "aggregation"
 
 
@@ -52,7 +52,7 @@ def to_verl(ex: Example, split: str = "train") -> dict[str, Any]:
         "prompt": ex.messages,
         "ability": ABILITY.get(ex.answer_format, "general"),
         "reward_model": {"style": "rule", "ground_truth": ex.ground_truth},
-        "extra_info": {"split": split, "index": ex.index, "kind": ex.kind,
+        "extra_info": {"split": split, "index": ex.index, "prompt_type": ex.prompt_type,
                        "problem_id": ex.problem.id, "answer_format": ex.answer_format,
                        **_candidate_info(ex), "metadata": json.dumps(ex.problem.metadata,
                                                                      default=str)},
@@ -63,7 +63,7 @@ def to_trl(ex: Example, split: str = "train") -> dict[str, Any]:
     """A row for TRL's GRPOTrainer: conversational ``prompt``; every other column reaches the
     reward functions as a keyword argument."""
     return {
-        "prompt": ex.messages, "ground_truth": ex.ground_truth, "kind": ex.kind,
+        "prompt": ex.messages, "ground_truth": ex.ground_truth, "prompt_type": ex.prompt_type,
         "problem_id": ex.problem.id, "data_source": ex.data_source,
         "answer_format": ex.answer_format, "index": ex.index, "split": split,
         **_candidate_info(ex), "metadata": json.dumps(ex.problem.metadata, default=str),
@@ -82,11 +82,11 @@ def _schema(layout: str) -> Any:
             ("data_source", pa.string()), ("prompt", pa.list_(message)), ("ability", pa.string()),
             ("reward_model", pa.struct([("style", pa.string()), ("ground_truth", pa.string())])),
             ("extra_info", pa.struct([
-                ("split", pa.string()), ("index", pa.int64()), ("kind", pa.string()),
+                ("split", pa.string()), ("index", pa.int64()), ("prompt_type", pa.string()),
                 ("problem_id", pa.string()), ("answer_format", pa.string()), *cands,
                 ("metadata", pa.string())]))])
     return pa.schema([
-        ("prompt", pa.list_(message)), ("ground_truth", pa.string()), ("kind", pa.string()),
+        ("prompt", pa.list_(message)), ("ground_truth", pa.string()), ("prompt_type", pa.string()),
         ("problem_id", pa.string()), ("data_source", pa.string()),
         ("answer_format", pa.string()), ("index", pa.int64()), ("split", pa.string()), *cands,
         ("metadata", pa.string())])

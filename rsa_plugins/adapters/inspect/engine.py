@@ -123,8 +123,8 @@ class InspectEngine(Engine):
 
 def chat_messages(messages: list[Message]) -> list[ChatMessage]:
     """RSA's chat as Inspect messages (a last assistant message is a prefill)."""
-    kinds = {"system": ChatMessageSystem, "user": ChatMessageUser, "assistant": ChatMessageAssistant}
-    return [kinds[m["role"]](content=m["content"]) for m in messages]
+    types = {"system": ChatMessageSystem, "user": ChatMessageUser, "assistant": ChatMessageAssistant}
+    return [types[m["role"]](content=m["content"]) for m in messages]
 
 
 def _first_line(exc: BaseException) -> str:
