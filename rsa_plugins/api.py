@@ -45,7 +45,6 @@ def make_engine(model: str | Engine | Any, api_base: str | None = None, **option
 
     verbose = bool(options.pop("verbose", False))
     if model == NAME:
-        options.pop("concurrency", None)  # vLLM batches: a LiteLLM option `run` passes
         return embedded_engine(verbose, **options)
     quiet(verbose)
     if model is None:

@@ -213,10 +213,10 @@ def cpu_env() -> dict[str, str]:
 
 #: vLLM in this process: no engine-core or worker process, so nothing re-imports the calling
 #: script (vLLM's CPU build starts its workers with ``spawn``) and nothing outlives a killed run.
-#: OMP_NUM_THREADS set: vLLM then leaves torch's threads alone instead of running the model on
-#: one thread (what it does for an API server's front-end process).
-IN_PROCESS = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0",
-              "OMP_NUM_THREADS": str(len(os.sched_getaffinity(0)))}
+#: `apply_env` also sets OMP_NUM_THREADS (the usable cores): vLLM then leaves torch's threads
+#: alone instead of running the model on one thread (what it does for an API server's
+#: front-end process).
+IN_PROCESS = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
 #: loggers of the libraries under the engines, kept at ERROR unless ``verbose``
 NOISY_LOGGERS = ("vllm", "LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm", "httpx",
                  "transformers", "torch")
@@ -242,7 +242,8 @@ def quiet(verbose: bool = False) -> None:
 def apply_env() -> None:
     """Set :func:`cpu_env` and :data:`IN_PROCESS` where not set already.  OpenMP reads its
     variables when torch loads, so this comes before anything imports torch."""
-    for key, value in {**cpu_env(), **IN_PROCESS}.items():
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    for key, value in {**cpu_env(), **IN_PROCESS, "OMP_NUM_THREADS": str(cores or 1)}.items():
         os.environ.setdefault(key, value)
 
 

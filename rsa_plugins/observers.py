@@ -7,7 +7,7 @@ from __future__ import annotations
 import inspect
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,7 @@ class TraceObserver(Observer):
     async def step(self, problem: Problem, step: int, metrics: dict[str, Any],
                    population: list[Candidate]) -> None:
         event = {"event": "step", "problem": problem.id, "step": step, "metrics": metrics}
-        clock = getattr(self.engine, "busy_clock", None)
+        clock = self.engine.busy_clock if self.engine is not None else None
         if clock is not None:
             event["engine_busy"] = clock.snapshot()
         self.writer.write(event, sync=True)

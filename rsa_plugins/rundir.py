@@ -1,7 +1,9 @@
-"""The output directory of a run: its traces, ``summary.json`` and plot, never overwritten.
+"""The output directory of a run: its traces, ``summary.json`` and plot.
 
 ``rsa run`` and ``rsa eval`` write ``runs/<timestamp>/`` (or ``--out``): one trace per method
 (``trace.jsonl`` alone, ``trace-<method>.jsonl`` compared), ``summary.json`` and ``report.png``.
+Running again with the same ``--out`` resumes the traces and rewrites those two; ``rsa report``
+writes its plot under a free name (`free_path`), never over another command's output.
 """
 
 from __future__ import annotations

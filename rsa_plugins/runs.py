@@ -143,13 +143,11 @@ class Model:
             embedded_checkpoint()
             return cls(embedded.NAME, None, embedded.LABEL, {"verbose": verbose})
         if args.model.startswith(("vllm:", "vllm-async:")):
-            embedded.quiet(verbose)
             for key in ("VLLM_CPU_KVCACHE_SPACE", "VLLM_CPU_NUM_OF_RESERVED_CPU"):
                 os.environ.setdefault(key, embedded.cpu_env()[key])
-            return cls(args.model, None, args.model, {})
-        embedded.quiet(verbose)
+            return cls(args.model, None, args.model, {"verbose": verbose})
         model = cls(args.model, args.api_base, args.model,
-                    {"concurrency": args.concurrency, "timeout": args.timeout})
+                    {"concurrency": args.concurrency, "timeout": args.timeout, "verbose": verbose})
         model.engine()  # cheap for server models: provider and key are checked now
         return model
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from collections import Counter
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from fakes import make_fake_llm
+from servers import free_port
 from rsa_plugins import cli, embedded, runs
 from rsa_plugins.config import RSAConfig
 from rsa_plugins.plot import figure
@@ -230,12 +230,6 @@ def test_report_of_a_directory_compares_its_traces(fake_llm, tmp_path: Path) -> 
 
 # ---------------------------------------------------------------------------- bad flags
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("args, needle", [
     (["eval", "--task", "rg:basic_arithmetic", "-N", "2", "-K", "3", "--model", "openai/m"],
      "-K/--aggregation-size"),
@@ -256,7 +250,7 @@ def _closed_port() -> int:
      "--api-base must be an http(s) URL"),
 ])
 def test_bad_flags_exit_nonzero_with_one_line(args: list[str], needle: str, tmp_path: Path) -> None:
-    port = _closed_port()
+    port = free_port()  # nothing listens there
     args = [a.format(port=port) for a in args]
     proc = run_rsa(*args, "--out", str(tmp_path / "o")) if args[0] != "report" else run_rsa(*args)
     assert proc.returncode == 2
@@ -268,7 +262,7 @@ def test_bad_flags_exit_nonzero_with_one_line(args: list[str], needle: str, tmp_
 
 
 def test_unreachable_api_base_is_checked_before_any_request(tmp_path: Path) -> None:
-    port = _closed_port()
+    port = free_port()  # nothing listens there
     proc = run_rsa("eval", "--task", "rg:basic_arithmetic", "--limit", "2", "--model",
                    "hosted_vllm/m", "--api-base", f"http://127.0.0.1:{port}/v1", "--out",
                    str(tmp_path / "o"))

@@ -71,17 +71,13 @@ def _raw_mode(llm: Any, batches: Batches, seed: int) -> dict[str, Any]:
 def _bound_mode(llm: Any, batches: Batches, seed: int) -> dict[str, Any]:
     """Every recorded request at once on `AsyncLLM`: no steps, nothing waits for anything."""
     from vllm import TokensPrompt
-    from vllm.sampling_params import RequestOutputKind
 
     from .._background import run_sync
+    from ..engines.vllm import final_output
 
     async def one(i: int, ids: list[int], n: int) -> Any:
-        sp = _forced(derive_seed(seed, "bound", i), n)
-        sp.output_kind = RequestOutputKind.FINAL_ONLY
-        final = None
-        async for out in llm.generate(TokensPrompt(prompt_token_ids=ids), sp, f"bound-{i}"):
-            final = out
-        return final
+        return await final_output(llm, TokensPrompt(prompt_token_ids=ids),
+                                  _forced(derive_seed(seed, "bound", i), n), f"bound-{i}")
 
     async def everything() -> list[Any]:
         flat = [x for batch in batches for x in batch]

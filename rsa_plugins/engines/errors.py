@@ -160,7 +160,7 @@ def redact(text: str, *secrets: str | None) -> str:
     return text
 
 
-def _describe(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
     """One line naming the error class and status, without request bodies or keys."""
     status = status_of(exc)
     text = str(exc).splitlines()[0][:300] if str(exc) else ""

@@ -19,9 +19,9 @@ from .base import Engine
 from .errors import (
     REASONS,
     FatalAPIError,
-    _describe,
     _retry_after,
     status_of,
+    describe_error,
     check_model,
     fatal_reason,
     is_retryable,
@@ -178,7 +178,7 @@ class LiteLLMEngine(Engine):
                     self._fatal = self._fatal or FatalAPIError(self._explain(reason, exc))
                     raise self._fatal from None
                 if attempt >= self.max_retries or not is_retryable(exc):
-                    error = redact(_describe(exc), self._api_key)
+                    error = redact(describe_error(exc), self._api_key)
                     return [Completion(error=error, retries=attempt) for _ in range(n)]
                 wait = _retry_after(exc)
                 if wait is None:
@@ -192,7 +192,7 @@ class LiteLLMEngine(Engine):
         where = "the api_key given" if self._api_key else " or ".join(self._keys) or "its API key"
         fix = {"credentials": f"check {where}", "access": f"check that {where} may use it",
                "model": "check the model name" + (" and the api_base" if self.api_base else "")}
-        said = redact(_describe(exc), self._api_key)[:200]
+        said = redact(describe_error(exc), self._api_key)[:200]
         return f"model {self.model}: {REASONS[reason]} ({said}); {fix[reason]}"
 
     async def _complete(self, kwargs: dict[str, Any]) -> Any:

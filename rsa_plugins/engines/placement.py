@@ -13,8 +13,6 @@ the same way, one by one.
 
 from __future__ import annotations
 
-from typing import Any
-
 
 class Placement:
     """Rank choice for `ranks` data-parallel engine cores (`pick`, then `done` per request)."""
@@ -53,6 +51,3 @@ class Placement:
             held[1] -= 1
             if held[1] <= 0:
                 del self._keys[key]
-
-    def summary(self) -> dict[str, Any]:
-        return {"ranks": self.ranks, "placed": list(self.placed)}

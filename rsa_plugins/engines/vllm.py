@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..types import Completion, Request
+from .errors import describe_error
 from .placement import Placement
 from .vllm_base import (
     Encode,
@@ -33,7 +34,6 @@ from .vllm_base import (
     SamplingHook,
     _engine_max_len,
     _engine_options,
-    _error_text,
     _model_name,
     _VLLMPrompts,
 )
@@ -101,7 +101,7 @@ class VLLMEngine(_VLLMPrompts):
                 results = self.llm.generate(prompts, sampling_params=params, use_tqdm=self.use_tqdm,
                                             lora_request=self.lora_request)
             except Exception as exc:  # noqa: BLE001 - the whole batch failed: report it per request
-                results, error = None, _error_text(exc)
+                results, error = None, describe_error(exc)
             finally:
                 self.busy_clock.leave(len(prompts))
                 self.calls += 1
@@ -126,7 +126,8 @@ class AsyncVLLMEngine(_VLLMPrompts):
     `engine_kwargs`) or an existing `AsyncLLM`.  The engine belongs to the event loop it first
     generates on: `rsa_plugins.run` keeps one background loop for that.  `n_per_request=False`
     sends each sample of the first step as its own request (its own seed, and its own
-    `sampling_hook` call).  ``requests`` counts requests sent; ``in_flight_max`` the most at once.
+    `sampling_hook` call).  ``requests`` counts requests sent, ``in_flight_max`` the most at
+    once (both read from `busy_clock`).
 
     Data parallelism is vLLM's own: ``data_parallel_size=D`` (an engine argument) starts D
     engine cores behind this one `AsyncLLM`.  With `affinity` (the default) the requests of
@@ -147,10 +148,8 @@ class AsyncVLLMEngine(_VLLMPrompts):
                  lora_request: Any = None, concurrency: int | None = None,
                  affinity: bool = True, **engine_kwargs: Any) -> None:
         del concurrency  # vLLM's scheduler decides how many run at once
-        self.ranks: dict[int, dict[str, int]] = {}
         if isinstance(model, str):
-            self.llm = build_async_llm(model, _engine_options(max_model_len, engine_kwargs),
-                                       self.ranks)
+            self.llm = build_async_llm(model, _engine_options(max_model_len, engine_kwargs))
             self.model_name = model
         else:
             if engine_kwargs:
@@ -158,7 +157,8 @@ class AsyncVLLMEngine(_VLLMPrompts):
                                 "builds the engine itself (pass a model path, not an AsyncLLM)")
             self.llm = model
             self.model_name = _model_name(model)
-            self.ranks = getattr(model, "rsa_rank_stats", self.ranks)
+        #: per engine core, what it reported (filled by `build_async_llm`'s stat logger)
+        self.ranks: dict[int, dict[str, int]] = getattr(self.llm, "rsa_rank_stats", {})
         self.supports_n = bool(n_per_request)
         self._setup(tokenizer if tokenizer is not None else self.llm.get_tokenizer(),
                     max_model_len, _engine_max_len(self.llm), stop, think_end_token,
@@ -168,8 +168,20 @@ class AsyncVLLMEngine(_VLLMPrompts):
         self.placement = Placement(self.data_parallel_size) if (
             affinity and self.data_parallel_size > 1) else None
         self._ids = itertools.count()
-        self.requests = 0
-        self.in_flight = self.in_flight_max = 0
+
+    @property
+    def requests(self) -> int:
+        """Requests sent so far."""
+        return self.busy_clock.requests
+
+    @property
+    def in_flight_max(self) -> int:
+        """The most requests inside the engine at once so far (settable, to start over)."""
+        return self.busy_clock.inside_max
+
+    @in_flight_max.setter
+    def in_flight_max(self, value: int) -> None:
+        self.busy_clock.inside_max = value
 
     async def generate(self, requests: Sequence[Request]) -> list[list[Completion]]:
         ids = self.encode([self.render(r) for r in requests])
@@ -177,30 +189,22 @@ class AsyncVLLMEngine(_VLLMPrompts):
 
     async def _one(self, req: Request, toks: list[int]) -> list[Completion]:
         from vllm import TokensPrompt
-        from vllm.sampling_params import RequestOutputKind
 
         sp, failed = self._sampling(req, toks)
         if sp is None:
             return failed or []
-        sp.output_kind = RequestOutputKind.FINAL_ONLY  # one output per request, not per token
         options: dict[str, Any] = {"lora_request": self.lora_request}
         rank = self.placement.pick(req.cache_key) if self.placement is not None else None
         if rank is not None:
             options["data_parallel_rank"] = rank
-        self.requests += 1
-        self.in_flight += 1
-        self.in_flight_max = max(self.in_flight_max, self.in_flight)
         self.busy_clock.enter()
-        final = None
         try:
-            async for out in self.llm.generate(TokensPrompt(prompt_token_ids=toks), sp,
-                                               f"rsa-{next(self._ids)}", **options):
-                final = out
+            final = await final_output(self.llm, TokensPrompt(prompt_token_ids=toks), sp,
+                                       f"rsa-{next(self._ids)}", **options)
         except Exception as exc:  # noqa: BLE001 - this request failed; the others go on
-            return [Completion(error=_error_text(exc)) for _ in range(req.n)]
+            return [Completion(error=describe_error(exc)) for _ in range(req.n)]
         finally:
             self.busy_clock.leave()
-            self.in_flight -= 1
             if rank is not None:
                 self.placement.done(rank, req.cache_key)  # type: ignore[union-attr]
         if final is None:
@@ -226,19 +230,31 @@ class AsyncVLLMEngine(_VLLMPrompts):
             shutdown()
 
 
-def build_async_llm(model: str, options: dict[str, Any],
-                    ranks: dict[int, dict[str, int]] | None = None) -> Any:
-    """vLLM's `AsyncLLM` for `model` with engine arguments `options`; when `ranks` is given,
-    it collects what each engine core (data-parallel rank) reported: requests scheduled,
-    prompt tokens looked up in and found in its prefix cache, tokens generated."""
+def build_async_llm(model: str, options: dict[str, Any]) -> Any:
+    """vLLM's `AsyncLLM` for `model` with engine arguments `options`.  Its ``rsa_rank_stats``
+    collects what each engine core (data-parallel rank) reported: requests scheduled, prompt
+    tokens looked up in and found in its prefix cache, tokens generated."""
     from vllm import AsyncEngineArgs
     from vllm.v1.engine.async_llm import AsyncLLM
 
-    loggers = [_rank_stats_logger(ranks)] if ranks is not None else None
+    ranks: dict[int, dict[str, int]] = {}
     llm = AsyncLLM.from_engine_args(AsyncEngineArgs(model=model, **options),
-                                    stat_loggers=loggers)
-    llm.rsa_rank_stats = ranks if ranks is not None else {}
+                                    stat_loggers=[_rank_stats_logger(ranks)])
+    llm.rsa_rank_stats = ranks
     return llm
+
+
+async def final_output(llm: Any, prompt: Any, sampling: Any, request_id: str,
+                       **options: Any) -> Any:
+    """The finished output of one request on an `AsyncLLM` (None if it gave none); `sampling`
+    is set to report only that, not every token."""
+    from vllm.sampling_params import RequestOutputKind
+
+    sampling.output_kind = RequestOutputKind.FINAL_ONLY
+    final = None
+    async for out in llm.generate(prompt, sampling, request_id, **options):
+        final = out
+    return final
 
 
 def _rank_stats_logger(ranks: dict[int, dict[str, int]]) -> Any:

@@ -195,11 +195,6 @@ def _engine_max_len(engine: Any) -> int | None:
         return None
 
 
-def _error_text(exc: BaseException) -> str:
-    first = str(exc).splitlines()[0][:300] if str(exc) else ""
-    return f"{type(exc).__name__}: {first}"
-
-
 def _on_cpu() -> bool:
     """Whether vLLM runs on its CPU platform."""
     try:

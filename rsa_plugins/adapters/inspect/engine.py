@@ -20,14 +20,12 @@ from inspect_ai.model import (
 )
 from inspect_ai.util import LimitExceededError, collect, span
 
-from ...engines.base import Engine, EngineError
-from ...engines.errors import status_of
+from ...engines.base import Engine
+from ...engines.errors import FatalAPIError, describe_error, fatal_reason, redact, status_of
 from ...seeds import derive_seed
 from ...types import Completion, Message, Request
 
 STEP_SPAN_TYPE = "rsa_step"
-#: answers that every other call would repeat (key refused, no access, unknown model)
-FATAL_STATUS = (401, 403, 404)
 
 
 @dataclass
@@ -89,10 +87,10 @@ class InspectEngine(Engine):
             except LimitExceededError:
                 raise
             except Exception as exc:  # noqa: BLE001 - one failed call must not sink the population
-                if status_of(exc) in FATAL_STATUS:  # every other call would get the same
-                    raise EngineError(f"{self.model}: {_first_line(exc)} (HTTP "
-                                      f"{status_of(exc)}: check the model's API key, access "
-                                      "and name)") from exc
+                if fatal_reason(exc, status_of(exc)):  # every other call would get the same
+                    raise FatalAPIError(f"{self.model}: {redact(describe_error(exc))} (HTTP "
+                                        f"{status_of(exc)}: check the model's API key, access "
+                                        "and name)") from exc
                 outs.append(Completion(error=f"{type(exc).__name__}: {exc}"))
                 continue
             outs.append(self._completion(output))
@@ -126,7 +124,3 @@ def chat_messages(messages: list[Message]) -> list[ChatMessage]:
     types = {"system": ChatMessageSystem, "user": ChatMessageUser, "assistant": ChatMessageAssistant}
     return [types[m["role"]](content=m["content"]) for m in messages]
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__

@@ -21,7 +21,7 @@ from lm_eval.models.vllm_causallms import VLLM
 from ..._background import run_sync
 from ...config import RSAConfig
 from ...engines.base import Engine
-from ...engines.vllm import AsyncVLLMEngine, VLLMEngine, build_async_llm
+from ...engines.vllm import AsyncVLLMEngine, VLLMEngine, build_async_llm, final_output
 from ...engines.vllm_base import _engine_options
 from ...loop import RSALoop
 from ...types import Message, Problem, RSAResult
@@ -125,7 +125,7 @@ class AsyncLLMModel:
         options = {k: v for k, v in engine_args.items() if v is not None}
         if data_parallel_size > 1:
             options["data_parallel_size"] = data_parallel_size
-        self.async_llm = build_async_llm(model, _engine_options(None, options), {})
+        self.async_llm = build_async_llm(model, _engine_options(None, options))
         self.llm_engine = self.async_llm  # lm-eval reads llm_engine.model_config
         self._ids = 0
         self._closed = False
@@ -146,17 +146,10 @@ class AsyncLLMModel:
         return run_sync(self._generate(list(prompts), params, lora_request))
 
     async def _generate(self, prompts: list[Any], params: list[Any], lora: Any) -> list[Any]:
-        from vllm.sampling_params import RequestOutputKind
-
         async def one(prompt: Any, sp: Any) -> Any:
-            sp = sp.clone()
-            sp.output_kind = RequestOutputKind.FINAL_ONLY
             self._ids += 1
-            final = None
-            async for out in self.async_llm.generate(prompt, sp, f"lm-eval-{self._ids}",
-                                                     lora_request=lora):
-                final = out
-            return final
+            return await final_output(self.async_llm, prompt, sp.clone(), f"lm-eval-{self._ids}",
+                                      lora_request=lora)
 
         return list(await asyncio.gather(*(one(p, sp) for p, sp in zip(prompts, params))))
 
