@@ -27,12 +27,6 @@ from .reasoning_gym import FORMATS, DEMO, TaskSpec
 from .runs import CLIError
 from .trace import TraceMismatch
 
-#: flags of the RSAConfig fields, to name them in error messages
-FLAGS = {"population": "-N/--population", "aggregation_size": "-K/--aggregation-size",
-         "steps": "-T/--steps", "max_tokens": "--max-tokens", "temperature": "--temperature",
-         "seed": "--seed", "concurrency": "--concurrency", "top_p": "--top-p"}
-
-
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
@@ -131,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rsa: interrupted{hint}", file=sys.stderr)
         return 130
     except (CLIError, ConfigError, TraceMismatch) as exc:
-        print(f"rsa {args.command}: error: {flag_names(str(exc))}", file=sys.stderr)
+        print(f"rsa {args.command}: error: {runs.flag_names(str(exc))}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - one line, not a traceback (RSA_DEBUG=1 shows it)
         if os.environ.get("RSA_DEBUG"):
@@ -141,12 +135,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             first = f"{type(exc).__name__}: {first} (RSA_DEBUG=1 shows the traceback)"
         print(f"rsa {args.command}: error: {first}", file=sys.stderr)
         return 1
-
-
-def flag_names(message: str) -> str:
-    """Name the flag next to the field a ConfigError mentions."""
-    name = message.split(" ", 1)[0]
-    return f"{FLAGS[name]}: {message}" if name in FLAGS else message
 
 
 def make_config(args: argparse.Namespace, **extra: Any) -> RSAConfig:

@@ -6,12 +6,12 @@ the task of ``rsa eval`` without ``--task``.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .prompts import ANSWER_FORMATS
 from .types import Problem
+from .validate import did_you_mean
 
 # No example value here: small models copy it as their answer.
 RG_INSTRUCTION = (
@@ -48,7 +48,7 @@ class TaskSpec:
         return replace(self, answer_format=answer_format)
 
     def problems(self, limit: int | None = None, seed: int = 0) -> list[Problem]:
-        return reasoning_gym_problems(self.dataset, limit or self.limit, seed,
+        return reasoning_gym_problems(self.dataset, self.limit if limit is None else limit, seed,
                                       self.answer_format, **self.config)
 
 
@@ -81,9 +81,8 @@ def reasoning_gym_problems(dataset: str, limit: int = 20, seed: int = 0,
                          f"got {answer_format!r}")
     names = sorted(reasoning_gym.factory.DATASETS)
     if dataset not in names:
-        close = difflib.get_close_matches(dataset, names, n=3, cutoff=0.6)
-        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
-        raise ValueError(f"unknown reasoning-gym dataset {dataset!r}{hint}")
+        raise ValueError(f"unknown reasoning-gym dataset {dataset!r}"
+                         f"{did_you_mean(dataset, names, n=3)}")
     data = reasoning_gym.create_dataset(dataset, size=limit, seed=seed, **dataset_config)
     number = answer_format == "number"
     instruction = NUMBER_INSTRUCTION if number else RG_INSTRUCTION

@@ -26,6 +26,19 @@ class CLIError(Exception):
     """A problem with the command line: printed as one line, exit code 2."""
 
 
+#: the flag of each config field the commands set, to name it in error messages
+FLAGS = {"population": "-N/--population", "aggregation_size": "-K/--aggregation-size",
+         "steps": "-T/--steps", "max_tokens": "--max-tokens", "temperature": "--temperature",
+         "seed": "--seed", "concurrency": "--concurrency", "top_p": "--top-p", "mix": "--mix",
+         "pool": "--pool", "split": "--split", "out": "--out", "format": "--format"}
+
+
+def flag_names(message: str) -> str:
+    """Name the flag next to the config field an error message starts with."""
+    name = message.split(" ", 1)[0]
+    return f"{FLAGS[name]}: {message}" if name in FLAGS else message
+
+
 def is_embedded(model: str | None) -> bool:
     """Whether a ``--model`` value means the embedded model (none given, or its name)."""
     return model is None or model == embedded.NAME
@@ -168,7 +181,6 @@ def trace_path(out: Path, method: str, methods: int) -> Path:
     return out / ("trace.jsonl" if methods == 1 else f"trace-{method}.jsonl")
 
 
-
 class StepLog:
     """Prints one line per step once every problem has finished it (alongside the bars)."""
 
@@ -182,12 +194,13 @@ class StepLog:
         if len(self.rows[step]) != self.problems:
             return
         from .metrics import summarize
+        from .report import answered
 
         row = summarize([[m] for m in self.rows[step]])[0]
         parts = [f"{k} {row[k]:.3f}" for k in ("mean_accuracy", "majority_accuracy", "pass_at_n")
                  if k in row]
         done = row["population"] + row["failed"]
-        parts.append(f"answered {row['population'] - row['no_answer']}/{done}")
+        parts.append(f"answered {answered(row)}/{done}")
         line = (f"[{self.method}] step {step}/{self.steps} done: {'  '.join(parts)}  "
                 f"({time.monotonic() - self.started:.0f} s)")
         from tqdm.auto import tqdm

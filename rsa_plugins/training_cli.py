@@ -13,12 +13,6 @@ from .config import ConfigError
 from .reasoning_gym import TaskSpec
 from .runs import CLIError
 
-#: flags of the TrainingDataConfig fields, to name them in error messages
-FLAGS = {"mix": "--mix", "aggregation_size": "-K/--aggregation-size", "pool": "--pool",
-         "max_tokens": "--max-tokens", "temperature": "--temperature", "top_p": "--top-p",
-         "seed": "--seed", "split": "--split", "out": "--out", "format": "--format"}
-
-
 def add_parser(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     """Add ``make-training-data`` to the subcommands `sub` of ``rsa``."""
     p = sub.add_parser("make-training-data", help="aggregation-aware RL data for verl / TRL",
@@ -71,8 +65,7 @@ def cmd_make_training_data(args: argparse.Namespace) -> int:
             **{k: v for k, v in sampling.items() if v is not None})
         td.resolve_output(args.out, args.format)
     except ConfigError as exc:
-        name = str(exc).split(" ", 1)[0]
-        raise CLIError(f"{FLAGS[name]}: {exc}" if name in FLAGS else str(exc)) from None
+        raise CLIError(runs.flag_names(str(exc))) from None
     if args.problems is not None:
         problems, label = td.load_jsonl_problems(args.problems), str(args.problems)
     else:

@@ -50,10 +50,10 @@ def check_bool(name: str, value: Any) -> bool:
     raise ConfigError(f"{name} must be true or false, got {value!r}")
 
 
-def did_you_mean(name: str, valid: Iterable[str]) -> str:
-    """`` (did you mean 'x'?)`` for the closest valid name, or an empty string."""
-    close = difflib.get_close_matches(str(name), list(valid), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+def did_you_mean(name: str, valid: Iterable[str], n: int = 1) -> str:
+    """`` (did you mean 'x'?)`` for the `n` closest valid names, or an empty string."""
+    close = difflib.get_close_matches(str(name), list(valid), n=n, cutoff=0.6)
+    return f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
 
 
 def check_known(kind: str, given: Iterable[str], valid: Iterable[str]) -> None:

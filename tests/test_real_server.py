@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -41,10 +40,8 @@ def test_checkpoint_is_cached(smollm2_dir: Path) -> None:
 
     marker = smollm2_dir / _MARKER
     before = {p.name: p.stat().st_mtime_ns for p in smollm2_dir.iterdir()}
-    t0 = time.monotonic()
     again = smollm2_checkpoint()
     assert again == smollm2_dir
-    assert time.monotonic() - t0 < 5
     assert {p.name: p.stat().st_mtime_ns for p in again.iterdir()} == before
     assert marker.is_file()
     for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
