@@ -27,9 +27,9 @@ RSA = str(Path(sys.executable).parent / "rsa")
 VERL_COLUMNS = {"data_source", "prompt", "ability", "reward_model", "extra_info"}
 EXTRA_INFO = {"split", "index", "prompt_type", "problem_id", "answer_format", "k", "candidate_ids",
               "candidate_answers", "candidate_scores", "metadata"}
-TRL_COLUMNS = {"prompt", "ground_truth", "prompt_type", "problem_id", "data_source", "answer_format",
-               "index", "split", "k", "candidate_ids", "candidate_answers", "candidate_scores",
-               "metadata"}
+TRL_COLUMNS = {"prompt", "ground_truth", "prompt_type", "problem_id", "data_source",
+               "answer_format", "index", "split", "k", "candidate_ids", "candidate_answers",
+               "candidate_scores", "metadata"}
 
 
 def math_problems(n: int, target: object = "42") -> list[Problem]:
@@ -76,7 +76,8 @@ def test_the_choice_of_rows_follows_ids_not_order(tmp_path: Path) -> None:
     _, again = build(shuffled, tmp_path / "b.jsonl", mix=0.5, aggregation_size=2)
 
     def by_id(rs: list[dict]) -> dict:
-        return {info(r)["problem_id"]: (info(r)["prompt_type"], info(r)["candidate_ids"]) for r in rs}
+        return {info(r)["problem_id"]: (info(r)["prompt_type"], info(r)["candidate_ids"])
+                for r in rs}
 
     assert by_id(rows) == by_id(again)
     assert [info(r)["problem_id"] for r in again] == [p.id for p in shuffled]  # input order kept

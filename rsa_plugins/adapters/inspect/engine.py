@@ -87,11 +87,12 @@ class InspectEngine(Engine):
             except LimitExceededError:
                 raise
             except Exception as exc:  # noqa: BLE001 - one failed call must not sink the population
-                if fatal_reason(exc, status_of(exc)):  # every other call would get the same
+                status = status_of(exc)
+                if fatal_reason(exc, status):  # every other call would get the same
                     raise FatalAPIError(f"{self.model}: {redact(describe_error(exc))} (HTTP "
-                                        f"{status_of(exc)}: check the model's API key, access "
-                                        "and name)") from exc
-                outs.append(Completion(error=f"{type(exc).__name__}: {exc}"))
+                                        f"{status}: check the model's API key, access and "
+                                        "name)") from exc
+                outs.append(Completion(error=redact(describe_error(exc))))
                 continue
             outs.append(self._completion(output))
         return outs
@@ -121,6 +122,7 @@ class InspectEngine(Engine):
 
 def chat_messages(messages: list[Message]) -> list[ChatMessage]:
     """RSA's chat as Inspect messages (a last assistant message is a prefill)."""
-    types = {"system": ChatMessageSystem, "user": ChatMessageUser, "assistant": ChatMessageAssistant}
+    types = {"system": ChatMessageSystem, "user": ChatMessageUser,
+             "assistant": ChatMessageAssistant}
     return [types[m["role"]](content=m["content"]) for m in messages]
 
