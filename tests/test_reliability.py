@@ -25,10 +25,13 @@ FAULTS = {"429:0.05": 0.05, "500": 0.05, "503": 0.05, "reset": 0.05, "slow": 0.0
 def test_run_survives_injected_faults_and_accounts_every_generation(tmp_path):
     problems = [Problem(f"Problem {i}: what is 40 + 2?", target="42") for i in range(20)]
     trace = tmp_path / "faults.jsonl"
-    with StubServer(faults=FAULTS, seed=3, slow=3.0) as stub:
+    # "slow" answers outlast the timeout; the timeout leaves 2 s of room for a loaded machine
+    # to send and read every other request (at 1 s, one CI run saw 32 of 760 attempts time
+    # out before the server had read them)
+    with StubServer(faults=FAULTS, seed=3, slow=5.0) as stub:
         results = rsa_plugins.run(problems, model="hosted_vllm/stub", api_base=stub.base_url,
                                   population=8, aggregation_size=4, steps=3, use_n=False,
-                                  timeout=1.0, max_retries=3, backoff=0.05, max_tokens=16,
+                                  timeout=2.0, max_retries=3, backoff=0.05, max_tokens=16,
                                   trace=trace, progress=False)
         seen = stub.stats()
     behaviours = Counter(s["behaviour"] for s in seen)
