@@ -30,7 +30,11 @@ class CLIError(Exception):
 FLAGS = {"population": "-N/--population", "aggregation_size": "-K/--aggregation-size",
          "steps": "-T/--steps", "max_tokens": "--max-tokens", "temperature": "--temperature",
          "seed": "--seed", "concurrency": "--concurrency", "top_p": "--top-p", "mix": "--mix",
-         "pool": "--pool", "split": "--split", "out": "--out", "format": "--format"}
+         "pool": "--pool", "split": "--split", "out": "--out", "format": "--format",
+         "early_stop": "--early-stop", "early_stop_patience": "--early-stop-patience",
+         "early_stop_confidence": "--early-stop-confidence",
+         "budget_generations": "--budget-generations", "budget_tokens": "--budget-tokens",
+         "budget_usd": "--budget-usd", "islands": "--islands"}
 
 
 def flag_names(message: str) -> str:
@@ -240,7 +244,8 @@ async def _execute(model: Model, problems: list[Any], configs: dict[str, RSAConf
                       file=sys.stderr)
             log = StepLog(name, len(problems), config.steps)
             rsa = RSALoop(engine, config, trace=trace_path(out, name, len(configs)),
-                      progress=progress, on_step=log.on_step, run_info={**info, "method": name})
+                          progress=progress, on_step=log.on_step, announce=True,
+                          run_info={**info, "method": name})
             started = time.monotonic()
             outcome.results[name] = await rsa.run(problems)
             outcome.seconds[name] = time.monotonic() - started
