@@ -49,12 +49,11 @@ class Cost:
         return f"{self.calls:,} calls, {self.tokens:,} tokens{money}"
 
 
-def prompt_bound(engine: Engine, request: Request) -> int:
-    """An upper bound of the tokens `request`'s prompt takes (the engine's own, else bytes)."""
-    bound = engine.prompt_tokens_bound(request)
-    if bound is not None:
-        return bound
-    return sum(len(m["content"].encode()) + TEMPLATE_OVERHEAD for m in request.messages)
+def prompt_bound(request: Request) -> int:
+    """An upper bound of the tokens `request`'s prompt takes: its bytes (a byte-level
+    tokenizer makes at most one token of a byte) plus `TEMPLATE_OVERHEAD` per message."""
+    return sum((len(c) if (c := m["content"]).isascii() else len(c.encode()))
+               + TEMPLATE_OVERHEAD for m in request.messages)
 
 
 def completion_bound(engine: Engine, config: RSAConfig, request: Request | None = None) -> int:
@@ -69,17 +68,22 @@ def priced(engine: Engine, prompt: int, completion: int) -> float | None:
 
 def worst_case(engine: Engine, config: RSAConfig, requests: Sequence[Request]) -> Cost:
     """What `requests` may cost at most."""
-    prompt = sum(prompt_bound(engine, r) * r.n for r in requests)
-    completion = sum(completion_bound(engine, config, r) * r.n for r in requests)
-    return Cost(sum(r.n for r in requests), prompt + completion,
-                priced(engine, prompt, completion))
+    calls = prompt = completion = 0
+    for r in requests:
+        calls += r.n
+        prompt += prompt_bound(r) * r.n
+        completion += completion_bound(engine, config, r) * r.n
+    return Cost(calls, prompt + completion, priced(engine, prompt, completion))
 
 
 def spent(engine: Engine, completions: Sequence[Completion], reserved: Cost) -> Cost:
     """What generations cost: their reported usage (the reservation, where none was reported)."""
-    prompt = sum(c.prompt_tokens for c in completions)
-    completion = sum(c.completion_tokens for c in completions)
-    if completions and not prompt + completion and any(c.ok for c in completions):
+    prompt = completion = ok = 0
+    for c in completions:
+        prompt += c.prompt_tokens
+        completion += c.completion_tokens
+        ok += c.error is None
+    if ok and not prompt + completion:
         return reserved  # an engine that reports no usage is charged its worst case
     return Cost(len(completions), prompt + completion, priced(engine, prompt, completion))
 
@@ -117,8 +121,7 @@ def forecast(engine: Engine, config: RSAConfig, problems: Sequence[Problem],
     later = Cost(0, 0, 0.0)
     starting = {id(p) for p in (problems if fresh is None else fresh)}
     for p in problems:
-        req = Request(messages=p.messages(), seed=0)
-        prompt = prompt_bound(engine, req)
+        prompt = prompt_bound(Request(messages=p.messages(), seed=0))
         if id(p) in starting:
             first = first + Cost(n, n * (prompt + out), priced(engine, n * prompt, n * out))
         agg = prompt + AGGREGATION_FRAME + k * 4 * out  # candidates: at most 4 bytes a token

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import embedded, rundir, runs
-from .config import EARLY_STOPS, KINDS, SELECTIONS, ConfigError, RSAConfig
+from .config import KINDS, SELECTIONS, ConfigError, RSAConfig
 from .engines.base import EngineError
 from .reasoning_gym import FORMATS, DEMO, TaskSpec
 from .runs import CLIError
@@ -57,20 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0, help="seed of subsets and samples (0)")
     g.add_argument("--out", type=Path, help="output directory (default runs/<timestamp>); an "
                    "existing trace there with the same settings is resumed")
-    g = common.add_argument_group("spending less (default: the paper's full N x T schedule; "
-                                  "see docs/spending-less.md)")
-    g.add_argument("--early-stop", choices=EARLY_STOPS, default="never",
-                   help="end a problem once its answers agree (never)")
-    g.add_argument("--early-stop-patience", type=int, default=1,
-                   help="consecutive agreeing steps before stopping (1)")
-    g.add_argument("--early-stop-confidence", type=float, default=0.95,
-                   help="posterior probability of the majority for 'consensus' (0.95)")
-    g.add_argument("--budget-generations", type=int, help="most generations the run may make")
-    g.add_argument("--budget-tokens", type=int, help="most tokens (prompt + completion) the run "
-                   "may use")
-    g.add_argument("--budget-usd", type=float, help="most US dollars the run may spend (models "
-                   "LiteLLM's cost map prices)")
-    g.add_argument("--islands", type=int, default=1, help="islands that merge pairwise (1)")
+    runs.add_spending_flags(common)
 
     p = sub.add_parser("run", parents=[common], help="RSA on one problem: answer, vote, steps",
                        description="Run RSA on one problem and print the answer, the vote and "
@@ -167,11 +154,8 @@ def make_config(args: argparse.Namespace, **extra: Any) -> RSAConfig:
     if "aggregation_size" not in chosen and chosen.get("population", paper_k) < paper_k:
         chosen["aggregation_size"] = chosen["population"]  # -N 2 alone: K=min(4, N)
     return RSAConfig(top_p=args.top_p, selection=args.selection, seed=args.seed,
-                     concurrency=args.concurrency, early_stop=args.early_stop,
-                     early_stop_patience=args.early_stop_patience,
-                     early_stop_confidence=args.early_stop_confidence,
-                     budget_generations=args.budget_generations, budget_tokens=args.budget_tokens,
-                     budget_usd=args.budget_usd, islands=args.islands, **chosen, **extra)
+                     concurrency=args.concurrency, **runs.spending_options(args), **chosen,
+                     **extra)
 
 
 def parse_task(task: str | None, answer_format: str | None = None) -> TaskSpec:
@@ -271,9 +255,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     """``rsa report TRACE...``: per-step table(s) and a PNG plot."""
     from .report import compare_rows, compare_table, describe, find_traces, summarize_trace
 
-    if args.what_if:
-        return _what_if(args)
     try:
+        if args.what_if:
+            from .whatif import print_report
+
+            return print_report(find_traces(args.traces), args.what_if, args.png,
+                                not args.no_plot, rundir.free_path)
         summaries = [summarize_trace(p) for p in find_traces(args.traces)]
     except (FileNotFoundError, ValueError) as exc:
         raise CLIError(str(exc)) from None
@@ -291,30 +278,6 @@ def cmd_report(args: argparse.Namespace) -> int:
                                          / "report.png")
         png = rundir.plot(summaries, png)
         print(f"plot: {png}" if png else "no plot: pip install matplotlib")
-    return 0
-
-
-def _what_if(args: argparse.Namespace) -> int:
-    """``rsa report TRACE --what-if RULE``: the replay table and its plot, per trace."""
-    from . import whatif
-    from .report import find_traces
-
-    rules = [r for spec in args.what_if for r in whatif.parse_rule(spec)]
-    try:
-        replays = [whatif.replay(p, rules) for p in find_traces(args.traces)]
-    except (FileNotFoundError, ValueError) as exc:
-        raise CLIError(str(exc)) from None
-    for i, w in enumerate(replays):
-        print(("\n" if i else "") + f"what-if on {w.path} (N={w.population}, T={w.steps}, "
-              f"{w.full.problems} problems):")
-        print(whatif.table(w))
-        if not args.no_plot:
-            png = args.png if args.png and len(replays) == 1 else \
-                rundir.free_path(w.path.parent / "whatif.png")
-            try:
-                print(f"plot: {whatif.plot(w, png)}")
-            except ImportError:
-                print("no plot: pip install matplotlib")
     return 0
 
 

@@ -123,11 +123,12 @@ class RSALoop:
                 else:                                                # per slot, K distinct
                     subsets = draw(cfg, s.problem.id, t, s.population)  # members (of its island)
                     jobs = await self._aggregate(s, t, subsets)      # and their aggregation
-                cost = worst_case(self.engine, cfg, [j.request for j in jobs if j.request])
-                if not await self._pay(run, s, t, cost):            # can the run pay for it?
+                cost = await self._pay(run, s, t, jobs)             # can the run pay for it?
+                if cost is None:
                     break
                 used = await self._generate(run, s, t, jobs)
-                run.scheduler.settle(cost, spent(self.engine, used, cost))
+                if run.scheduler.budget is not None:
+                    run.scheduler.settle(cost, spent(self.engine, used, cost))
                 if await self._close(run, s, t):                     # the N replace the
                     break                                            # population; go on?
             return self._finish(run, s)                              # select
@@ -145,14 +146,18 @@ class RSALoop:
         return await aggregation_jobs(self.engine, self.config, s.problem, s.kind, t,
                                       s.population, subsets, todo)
 
-    async def _pay(self, run: _Run, s: ProblemState, t: int, cost: Cost) -> bool:
-        """Whether the run pays for step `t` (the first step always: checked up front)."""
+    async def _pay(self, run: _Run, s: ProblemState, t: int, jobs: list[Job]) -> Cost | None:
+        """The worst case of step `t` if the run pays for it (the first step always: checked
+        up front), else None: the problem stops."""
+        if run.scheduler.budget is None:
+            return Cost()
+        cost = worst_case(self.engine, self.config, [j.request for j in jobs if j.request])
         share = s.history[-1]["majority_share"] if s.history else 0.0
         if await run.scheduler.pay(s.problem.id, share, self.config.steps - t + 1, cost,
                                    first=t == 1):
-            return True
+            return cost
         await self._stop(run, s, "budget")
-        return False
+        return None
 
     async def _generate(self, run: _Run, s: ProblemState, t: int, jobs: list[Job]
                         ) -> list[Completion]:

@@ -14,7 +14,7 @@ step 1 (m = 1..N), as accuracy against generations per problem.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,9 +96,8 @@ def parse_rule(spec: str) -> list[EarlyStop]:
 
 
 def describe(rule: EarlyStop) -> str:
-    extra = f", confidence {rule.confidence:g}" if rule.rule == "consensus" else ""
-    patience = f", patience {rule.patience}" if rule.patience != 1 else ""
-    return f"{rule.rule}{extra}{patience}"
+    return rule.rule + (f", confidence {rule.confidence:g}" if rule.rule == "consensus" else "") \
+        + (f", patience {rule.patience}" if rule.patience != 1 else "")
 
 
 def replay(path: str | Path, rules: Sequence[EarlyStop]) -> WhatIf:
@@ -111,7 +110,8 @@ def replay(path: str | Path, rules: Sequence[EarlyStop]) -> WhatIf:
     cfg = RSAConfig(**{k: v for k, v in runs[0]["config"].items()
                        if k in RSAConfig.__dataclass_fields__ and k != "stop"})
     problems = _problems(events, cfg)
-    short = [p.id for p in problems if len(p.steps) < cfg.steps and not _ended_early(p)]
+    short = [p.id for p in problems if len(p.steps) < cfg.steps  # a full run ends a problem
+             and any(c.completion.ok for c in p.generations[-1])]  # early only when a step failed
     if not problems or short:
         raise ValueError(f"{path}: what-if needs a finished full-length trace (steps={cfg.steps}); "
                          f"{len(short) or 'no'} problem(s) did not finish every step")
@@ -122,11 +122,6 @@ def replay(path: str | Path, rules: Sequence[EarlyStop]) -> WhatIf:
     return WhatIf(path, cfg.population, cfg.steps, full,
                   [_outcome(describe(r), r, problems, cfg) for r in rules],
                   _rsa_curve(problems, cfg), _majority_curve(problems, cfg))
-
-
-def _ended_early(p: _Problem) -> bool:
-    """A full run ends a problem early only when every generation of a step failed."""
-    return bool(p.generations) and not any(c.completion.ok for c in p.generations[-1])
 
 
 def _problems(events: list[dict[str, Any]], cfg: RSAConfig) -> list[_Problem]:
@@ -245,7 +240,9 @@ def table(w: WhatIf) -> str:
         rows.append([o.rule, f"{o.per_problem:.1f}",
                      f"{o.saved_generations} ({o.saved_generations / max(1, w.full.generations):.0%})",
                      f"{o.saved_tokens} ({o.saved_tokens / max(1, w.full.tokens):.0%})",
-                     f"{o.changed}/{o.problems}", _pct(o.accuracy), _pct(o.majority_at_matched),
+                     f"{o.changed}/{o.problems}",
+                     *("-" if x is None else f"{x:.3f}" for x in (o.accuracy,
+                                                                  o.majority_at_matched)),
                      stops])
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     lines = ["  ".join(str(c).ljust(wd) for c, wd in zip(r, widths)).rstrip()
@@ -253,8 +250,24 @@ def table(w: WhatIf) -> str:
     return "\n".join(lines)
 
 
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{x:.3f}"
+def print_report(traces: Sequence[Path], specs: Sequence[str], png: Path | None, plot_it: bool,
+                 free_path: Callable[[Path], Path]) -> int:
+    """``rsa report TRACE --what-if RULE``: per trace, the table and (with `plot_it`) the
+    plot, at `png` or a free ``whatif.png`` beside the trace."""
+    rules = [r for spec in specs for r in parse_rule(spec)]
+    replays = [replay(p, rules) for p in traces]
+    for i, w in enumerate(replays):
+        print(("\n" if i else "") + f"what-if on {w.path} (N={w.population}, T={w.steps}, "
+              f"{w.full.problems} problems):")
+        print(table(w))
+        if plot_it:
+            out = png if png is not None and len(replays) == 1 else \
+                free_path(w.path.parent / "whatif.png")
+            try:
+                print(f"plot: {plot(w, out)}")
+            except ImportError:
+                print("no plot: pip install matplotlib")
+    return 0
 
 
 def plot(w: WhatIf, out: str | Path) -> Path:
@@ -272,10 +285,10 @@ def plot(w: WhatIf, out: str | Path) -> Path:
         ax.plot(*zip(*w.rsa_curve), "o-", color="tab:blue", label="RSA cut at step t")
     if w.majority_curve:
         ax.plot(*zip(*w.majority_curve), "s--", color="tab:gray", label="majority of m samples")
-    for i, o in enumerate(w.rules):
+    for i, o in enumerate(w.rules):  # distinct shapes: rules that agree draw on one point
         if o.accuracy is not None:
-            ax.plot([o.per_problem], [o.accuracy], "D", markersize=8, color=f"C{(i + 1) % 10}",
-                    label=o.rule)
+            ax.plot([o.per_problem], [o.accuracy], "DPX^v<>*"[i % 8], markersize=11 - i % 4,
+                    color=f"C{(i + 1) % 10}", label=o.rule, alpha=0.85)
     ax.set_xlabel("generations per problem")
     ax.set_ylabel("accuracy of the final answer")
     ax.set_title(f"what-if on {w.path.name} (N={w.population}, T={w.steps})")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import rsa_plugins
 from openai_stub import StubServer
-from resume_worker import PROBLEMS, job
+from resume_worker import job
 from rsa_plugins import Problem
 from rsa_plugins.trace import load
 

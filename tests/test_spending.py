@@ -283,3 +283,22 @@ def test_what_if_refuses_an_unfinished_trace_and_bad_rules(tmp_path):
     cut.write_text("".join(lines[: len(lines) // 2]))
     with pytest.raises(ValueError, match="finished full-length trace"):
         replay(cut, parse_rule("early_stop=unanimous"))
+
+
+def test_rsa_report_what_if_prints_the_table_and_plot(server, tmp_path, capsys):
+    from rsa_plugins.cli import main
+
+    trace = tmp_path / "full.jsonl"
+    run_stub(server, agree_problems(), trace=trace)
+    assert main(["report", str(trace), "--what-if", "early_stop=unanimous",
+                 "--what-if", "sweep", "--png", str(tmp_path / "w.png")]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].startswith(f"what-if on {trace} (N={N}, T={T}, 4 problems)")
+    unanimous = next(ln for ln in lines if ln.startswith("unanimous "))
+    saved = sum(N * (T - k) for k in AGREE.values() if k)
+    assert f"{saved} (" in unanimous and "1:1 2:1 3:1" in unanimous
+    assert sum(ln.startswith("consensus, confidence") for ln in lines) == 4  # the sweep
+    assert (tmp_path / "w.png").stat().st_size > 1000
+    assert main(["report", str(trace), "--what-if", "early_stop=maybe"]) == 2
+    assert "early_stop must be one of" in capsys.readouterr().err
