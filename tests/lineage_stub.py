@@ -12,6 +12,8 @@ choice, of which 1 + k % 3 are reasoning tokens (``completion_tokens_details``).
 ``name@S`` makes every answer wait S seconds; after the wait the request records whether the
 client hung up meanwhile (``hung_up``).  ``--key K``: requests without ``Bearer K`` get a 401.
 
+``stream: true`` requests get the same reply as server-sent events.
+
 ``GET /log``: one entry per chat request, in arrival order: model, the body's keys, messages and
 sampling fields, ``ids`` (the k of its choices), ``parents`` (the k named in its messages), ``usage``,
 ``status``, ``hung_up``.  Run as ``python tests/lineage_stub.py --port P`` or use `LineageStub`.
@@ -51,7 +53,7 @@ def serve(port: int, key: str | None, answers: list[str], lifetime: float) -> No
     log: list[dict[str, Any]] = []
     counter = {"k": 0}
 
-    async def chat(request: web.Request) -> web.Response:
+    async def chat(request: web.Request) -> web.StreamResponse:
         body = await request.json()
         entry: dict[str, Any] = {
             "model": body.get("model"), "keys": sorted(body), "n": body.get("n"),
@@ -95,9 +97,26 @@ def serve(port: int, key: str | None, answers: list[str], lifetime: float) -> No
                  "total_tokens": prompt + completion,
                  "completion_tokens_details": {"reasoning_tokens": reasoning}}
         entry.update(status=200, usage=usage)
-        return web.json_response({"id": f"chatcmpl-{ids[0]}", "object": "chat.completion",
-                                  "created": int(time.time()), "model": body.get("model"),
-                                  "choices": choices, "usage": usage})
+        reply = {"id": f"chatcmpl-{ids[0]}", "object": "chat.completion",
+                 "created": int(time.time()), "model": body.get("model"), "choices": choices,
+                 "usage": usage}
+        if body.get("stream"):
+            return await _sse(request, reply)
+        return web.json_response(reply)
+
+    async def _sse(request: web.Request, reply: dict[str, Any]) -> web.StreamResponse:
+        """The reply as a stream: each choice's text in one chunk, then the finish reasons."""
+        out = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await out.prepare(request)
+        head = {k: reply[k] for k in ("id", "created", "model")}
+        pieces = [{"index": c["index"], "delta": c["message"]} for c in reply["choices"]]
+        pieces += [{"index": c["index"], "delta": {}, "finish_reason": "stop"}
+                   for c in reply["choices"]]
+        for piece in pieces:
+            data = {**head, "object": "chat.completion.chunk", "choices": [piece]}
+            await out.write(f"data: {json.dumps(data)}\n\n".encode())
+        await out.write(b"data: [DONE]\n\n")
+        return out
 
     async def models(request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "stub", "object": "model"}]})

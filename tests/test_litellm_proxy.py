@@ -44,6 +44,7 @@ def served():
                 # each call waits 1 s; the whole run takes longer than the per-call timeout
                 entry("rsa-stream", "openai/stream@1",
                       {"population": 2, "aggregation_size": 2, "steps": 5}, stub, timeout=4),
+                entry("rsa-priced", "openai/gpt-4o-mini", {**small, "steps": 2}, stub),
                 entry("rsa-slow", "openai/slow@3", small, stub),
                 entry("rsa-slow-stream", "openai/slowstream@3", small, stub),
                 # no api_key: the proxy's (wrong) OPENAI_API_KEY is used.  The router cools a
@@ -125,6 +126,19 @@ def test_streaming_sends_progress_then_the_answer_and_outlives_the_call_timeout(
     served_usage = usage_sum(log)
     assert (usage.prompt_tokens, usage.completion_tokens) == (
         served_usage["prompt_tokens"], served_usage["completion_tokens"])
+
+
+def test_the_proxy_prices_every_call_at_the_inner_models_price(served):
+    import litellm
+
+    stub, proxy = served
+    raw = client(proxy).chat.completions.with_raw_response.create(model="rsa-priced",
+                                                                  messages=QUESTION)
+    served_usage = usage_sum(stub.log("gpt-4o-mini"))
+    price = litellm.cost_per_token(model="openai/gpt-4o-mini",
+                                   prompt_tokens=served_usage["prompt_tokens"],
+                                   completion_tokens=served_usage["completion_tokens"])
+    assert float(raw.headers["x-litellm-response-cost"]) == pytest.approx(sum(price))
 
 
 @pytest.mark.parametrize("model", ["slow", "slowstream"])

@@ -69,6 +69,9 @@ def plan(model: str, messages: list[Any], params: Mapping[str, Any],
     _sampling_rules(settings, explicit)
     config = RSAConfig(**settings)
     n = check_int("n", params.get("n") or 1, 1, config.population)
+    if n > 1 and params.get("stream"):
+        raise ConfigError("n > 1 needs stream=False (a stream carries one choice: the selected "
+                          "answer)")
     calls = {k: v for k, v in params.items() if k not in DROPPED and k not in SAMPLING}
     if extra_body:
         calls["extra_body"] = extra_body
