@@ -11,6 +11,7 @@ import litellm
 import pytest
 
 from lineage_stub import LineageStub, check_lineage, usage_sum
+from openai_stub import StubServer
 from rsa_plugins.adapters.litellm import PROVIDER, register
 from rsa_plugins.adapters.litellm.request import chat_problem
 
@@ -154,6 +155,15 @@ def test_bad_settings_are_refused_in_one_line_before_any_call(stub, rsa, message
     with pytest.raises(litellm.BadRequestError, match=message):
         call(stub, "bad", rsa=rsa)
     assert stub.log("bad") == []
+
+
+def test_a_run_whose_every_call_fails_is_a_503_with_the_first_error():
+    with StubServer(faults={"400": 1.0}) as failing:
+        with pytest.raises(litellm.ServiceUnavailableError,
+                           match=r"every call to openai/stub failed \(.*400"):
+            litellm.completion(model="rsa/openai/stub", messages=QUESTION, rsa=SMALL,
+                               api_base=failing.base_url, api_key=KEY)
+        assert len(failing.stats()) == 1  # the first step's one request (n=4), refused
 
 
 def test_a_dspy_program_on_an_rsa_model(stub):

@@ -7,9 +7,16 @@ hook registers the provider in the proxy process, each test uses its own model e
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import re
+import shutil
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
+import yaml
 
 openai = pytest.importorskip("openai")
 pytest.importorskip("fastapi")
@@ -19,6 +26,7 @@ from lineage_stub import LineageStub, check_lineage, usage_sum  # noqa: E402
 from litellm_proxy import LiteLLMProxy  # noqa: E402
 
 STUB_KEY = "sk-stub-right-key-000000"
+DOC = Path(__file__).resolve().parents[1] / "docs" / "litellm.md"
 QUESTION = [{"role": "system", "content": "You are careful."},
             {"role": "user", "content": "What is 6 * 7? Put the answer in \\boxed{}."}]
 
@@ -33,18 +41,28 @@ def entry(name: str, inner: str, rsa: dict, stub: LineageStub | None, key: bool 
     return {"model_name": name, "litellm_params": litellm_params}
 
 
+def doc_config(stub: LineageStub) -> dict:
+    """The proxy config of docs/litellm.md, its model entry pointed at the stub."""
+    config = yaml.safe_load(re.search(r"```yaml\n(.*?)```", DOC.read_text(), re.S).group(1))
+    for item in config["model_list"]:
+        item["litellm_params"].update(api_base=stub.base_url, api_key=STUB_KEY)
+    return config
+
+
 @pytest.fixture(scope="module")
 def served():
     with LineageStub(key=STUB_KEY) as stub:
+        doc = doc_config(stub)
         small = {"population": 4, "aggregation_size": 2, "steps": 3}
         config = {
             "model_list": [
+                *doc["model_list"],
                 entry("rsa-lineage", "openai/lineage", small, stub),
                 entry("rsa-override", "openai/override", {**small, "aggregation_size": 3}, stub),
                 # each call waits 1 s; the whole run takes longer than the per-call timeout
                 entry("rsa-stream", "openai/stream@1",
                       {"population": 2, "aggregation_size": 2, "steps": 5}, stub, timeout=4),
-                entry("rsa-priced", "openai/gpt-4o-mini", {**small, "steps": 2}, stub),
+                entry("rsa-priced", "openai/gpt-4o-mini-2024-07-18", {**small, "steps": 2}, stub),
                 entry("rsa-slow", "openai/slow@3", small, stub),
                 entry("rsa-slow-stream", "openai/slowstream@3", small, stub),
                 # no api_key: the proxy's (wrong) OPENAI_API_KEY is used.  The router cools a
@@ -54,8 +72,7 @@ def served():
                 *(entry(f"rsa-no-key{s}", "anthropic/claude-3-5-haiku-20241022", small, None,
                         key=False) for s in ("", "-stream")),
             ],
-            # cancel a non-streaming call when its client goes away (streams always are)
-            "general_settings": {"cancel_on_disconnect": True},
+            "general_settings": doc["general_settings"],  # cancel_on_disconnect
         }
         env = {"OPENAI_API_KEY": "sk-wrong-key-111111111", "ANTHROPIC_API_KEY": None}
         with LiteLLMProxy(config, env) as proxy:
@@ -109,11 +126,12 @@ def test_streaming_sends_progress_then_the_answer_and_outlives_the_call_timeout(
     stream = client(proxy).chat.completions.create(
         model="rsa-stream", messages=QUESTION, stream=True,
         stream_options={"include_usage": True})
-    progress, text, usage, finish = [], "", None, None
+    progress, text, usage, finish, record = [], "", None, None, None
     for chunk in stream:
         extra = chunk.model_extra or {}
         if "rsa_progress" in extra:
             progress.append(extra["rsa_progress"])
+        record = extra.get("rsa") or record
         if chunk.choices:
             text += chunk.choices[0].delta.content or ""
             finish = chunk.choices[0].finish_reason or finish
@@ -123,9 +141,25 @@ def test_streaming_sends_progress_then_the_answer_and_outlives_the_call_timeout(
     assert [p["step"] for p in progress if "distinct_answers" in p] == [1, 2, 3, 4, 5]
     assert progress[-1]["generations"] == progress[-1]["total"] == 10
     assert "cand-" in text and finish == "stop"
+    assert record["applied"] and record["generations"] == 10 and len(record["steps"]) == 5
     served_usage = usage_sum(log)
     assert (usage.prompt_tokens, usage.completion_tokens) == (
         served_usage["prompt_tokens"], served_usage["completion_tokens"])
+
+
+def test_the_documented_config_and_curl_command(served):
+    """Runs the doc's ``curl ... -H ... -d ...`` command against the doc's model entry."""
+    stub, proxy = served
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    command = re.search(r"```bash\n(curl .*?)```", DOC.read_text(), re.S).group(1)
+    command = command.replace("http://localhost:4000", f"http://127.0.0.1:{proxy.port}")
+    out = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "LITELLM_MASTER_KEY": proxy.key})
+    body = json.loads(out.stdout)
+    fields = body["choices"][0]["message"]["provider_specific_fields"]["rsa"]
+    check_lineage(stub.log("gpt-4o-mini"), n=8, k=4, t=2)  # steps from the body, N, K from the entry
+    assert fields["config"]["steps"] == 2 and body["usage"]["total_tokens"] > 0
 
 
 def test_the_proxy_prices_every_call_at_the_inner_models_price(served):
@@ -134,8 +168,8 @@ def test_the_proxy_prices_every_call_at_the_inner_models_price(served):
     stub, proxy = served
     raw = client(proxy).chat.completions.with_raw_response.create(model="rsa-priced",
                                                                   messages=QUESTION)
-    served_usage = usage_sum(stub.log("gpt-4o-mini"))
-    price = litellm.cost_per_token(model="openai/gpt-4o-mini",
+    served_usage = usage_sum(stub.log("gpt-4o-mini-2024-07-18"))
+    price = litellm.cost_per_token(model="openai/gpt-4o-mini-2024-07-18",
                                    prompt_tokens=served_usage["prompt_tokens"],
                                    completion_tokens=served_usage["completion_tokens"])
     assert float(raw.headers["x-litellm-response-cost"]) == pytest.approx(sum(price))
