@@ -14,9 +14,10 @@ client hung up meanwhile (``hung_up``).  ``--key K``: requests without ``Bearer 
 
 ``stream: true`` requests get the same reply as server-sent events.
 
-``GET /log``: one entry per chat request, in arrival order: model, the body's keys, messages and
-sampling fields, ``ids`` (the k of its choices), ``parents`` (the k named in its messages), ``usage``,
-``status``, ``hung_up``.  Run as ``python tests/lineage_stub.py --port P`` or use `LineageStub`.
+``GET /log``: one entry per chat request, in arrival order: model, the body's keys, messages
+and sampling fields, ``ids`` (the k of its choices), ``parents`` (the k named in its
+messages), ``usage``, ``status``, ``hung_up``.  Run as ``python tests/lineage_stub.py --port P``
+or use `LineageStub`.
 """
 
 from __future__ import annotations

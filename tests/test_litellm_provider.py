@@ -139,6 +139,13 @@ def test_the_response_costs_every_call_at_the_inner_models_price(stub):
     assert r._hidden_params["response_cost"] == pytest.approx(sum(price))
 
 
+def test_extra_body_rsa_overrides_the_rsa_argument_key_by_key(stub):
+    call(stub, "extra", extra_body={"rsa": {"steps": 2}, "top_k": 7})
+    log = stub.log("extra")
+    check_lineage(log, n=4, k=3, t=2)  # N and K from rsa=, T from extra_body
+    assert {e["top_k"] for e in log} == {7}  # the rest of extra_body reaches every call
+
+
 def test_greedy_requests_are_sampled_unless_rsa_says_so(stub):
     call(stub, "greedy", temperature=0)
     assert {e["temperature"] for e in stub.log("greedy")} == {1.0}

@@ -158,7 +158,7 @@ def test_the_documented_config_and_curl_command(served):
                          env={**os.environ, "LITELLM_MASTER_KEY": proxy.key})
     body = json.loads(out.stdout)
     fields = body["choices"][0]["message"]["provider_specific_fields"]["rsa"]
-    check_lineage(stub.log("gpt-4o-mini"), n=8, k=4, t=2)  # steps from the body, N, K from the entry
+    check_lineage(stub.log("gpt-4o-mini"), n=8, k=4, t=2)  # T from the body, N and K the entry's
     assert fields["config"]["steps"] == 2 and body["usage"]["total_tokens"] > 0
 
 

@@ -7,7 +7,8 @@ RSA (docs/litellm.md).
 
 `register` adds the provider to ``litellm.custom_provider_map``; the start-up hook calls it right
 after ``litellm`` is imported.  Importing this package imports neither LiteLLM nor the core; a
-proxy config that sets its own ``custom_provider_map`` names ``rsa_plugins.adapters.litellm.handler``.
+proxy config that sets its own ``custom_provider_map`` names
+``rsa_plugins.adapters.litellm.handler``.
 """
 
 from __future__ import annotations

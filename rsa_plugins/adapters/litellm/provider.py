@@ -104,8 +104,9 @@ async def _passthrough_stream(p: Plan, messages: list) -> AsyncIterator[Any]:
     async for piece in response:
         if first and getattr(piece, "choices", None):
             delta = piece.choices[0].delta
+            mark = {"applied": False, "reason": p.passthrough}
             delta.provider_specific_fields = {**(delta.provider_specific_fields or {}),
-                                              rsp.FIELD: {"applied": False, "reason": p.passthrough}}
+                                              rsp.FIELD: mark}
             first = False
         yield piece
 

@@ -25,6 +25,7 @@ from ...types import Message, Problem
 from ...validate import ConfigError, check_int, check_known
 
 logger = logging.getLogger("rsa_plugins.litellm")
+_warned: list[bool] = []  # the temperature-0 warning, once per process
 
 #: OpenAI parameters that fill the RSAConfig field of the same name (``rsa`` wins)
 SAMPLING = ("temperature", "top_p", "max_tokens", "stop", "seed")
@@ -38,7 +39,8 @@ TOOLS = ("tools", "functions")
 class Plan:
     """What to do with one request: run RSA (`problem` set) or pass it through (`passthrough`
     says why).  `options` go to the inner model's engine (api_base, api_key, timeout and the
-    parameters of every call); `n` is the number of choices to return."""
+    parameters of every call); `n` is the number of choices to return; `params` are the
+    request's parameters as they came (``extra_body`` without its ``rsa``), for a pass-through."""
 
     inner: str
     config: RSAConfig
@@ -68,23 +70,22 @@ def plan(model: str, messages: list[Any], params: Mapping[str, Any],
         settings["max_tokens"] = params["max_completion_tokens"]
     _sampling_rules(settings, explicit)
     config = RSAConfig(**settings)
-    n = check_int("n", params.get("n") or 1, 1, config.population)
-    if n > 1 and params.get("stream"):
-        raise ConfigError("n > 1 needs stream=False (a stream carries one choice: the selected "
-                          "answer)")
     calls = {k: v for k, v in params.items() if k not in DROPPED and k not in SAMPLING}
     if extra_body:
-        calls["extra_body"] = extra_body
+        calls["extra_body"] = params["extra_body"] = extra_body
     options = {"api_base": api_base, "api_key": api_key, "timeout": _seconds(timeout),
                "concurrency": config.concurrency, **calls}
-    out = Plan(model, config, options, n, params=params)
-    if extra_body:
-        params["extra_body"] = extra_body
+    out = Plan(model, config, options, params=params)
     if any(params.get(k) for k in TOOLS):
         out.passthrough = ("the request carries tools: RSA passes tool-calling requests to the "
                            "inner model unchanged")
         return out
     out.problem, out.passthrough = chat_problem(messages)
+    if out.problem is not None:
+        out.n = check_int("n", params.get("n") or 1, 1, config.population)
+        if out.n > 1 and params.get("stream"):
+            raise ConfigError("n > 1 needs stream=False (a stream carries one choice: the "
+                              "selected answer)")
     return out
 
 
@@ -105,10 +106,12 @@ def _sampling_rules(settings: dict[str, Any], explicit: set[str]) -> None:
             greedy = float(settings["temperature"]) <= 0
         except (TypeError, ValueError):
             greedy = False
-        if greedy:
+        if greedy and not _warned:
+            _warned.append(True)
             logger.warning("rsa: the request asks for temperature 0, which would make every "
                            "candidate identical; sampling at %s (set rsa={'temperature': ...} "
                            "to choose)", RSAConfig.temperature)
+        if greedy:
             settings.pop("temperature")
     if settings.get("seed") is None:
         settings["seed"] = secrets.randbelow(2**31)

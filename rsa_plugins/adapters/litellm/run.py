@@ -66,8 +66,8 @@ async def execute(plan: Plan, progress: Progress) -> RSAResult:
         await engine.aclose()
     if result.failed:
         errors = [c.completion.error for c in result.population if c.completion.error]
-        raise error(RuntimeError(f"every call to {plan.inner} failed ({errors[0] if errors else 'no answer'})"),
-                    plan.inner)
+        first = errors[0] if errors else "no answer"
+        raise error(RuntimeError(f"every call to {plan.inner} failed ({first})"), plan.inner)
     return result
 
 
