@@ -106,12 +106,14 @@ class Completion:
     """What an engine returns for one sample.  `error` is set when the call failed for good.
 
     `text` is what the model generated (after any prefill, which it does not repeat).
+    `reasoning_tokens`: the part of `completion_tokens` spent reasoning, where the provider says.
     """
 
     text: str = ""
     reasoning: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    reasoning_tokens: int = 0
     finish_reason: str | None = None
     error: str | None = None
     retries: int = 0
