@@ -158,11 +158,14 @@ class Usage:
     calls: int = 0
     failed: int = 0
     retries: int = 0
+    #: the part of `completion_tokens` spent reasoning, where the provider says
+    reasoning_tokens: int = 0
 
     def add(self, comp: Completion) -> None:
         """Count one generation (a failed one too)."""
         self.prompt_tokens += comp.prompt_tokens
         self.completion_tokens += comp.completion_tokens
+        self.reasoning_tokens += comp.reasoning_tokens
         self.calls += 1
         self.failed += not comp.ok
         self.retries += comp.retries

@@ -39,7 +39,7 @@ class RSAProvider(CustomLLM):
         progress = Progress(p.config.generations_per_problem)
         result = await execute(p, progress)
         return rsp.model_response(model_response, p.inner, result, p.config, p.n,
-                                  progress.reasoning_tokens)
+                                  result.usage.reasoning_tokens)
 
     async def astreaming(self, model: str, messages: list, api_base: str | None,
                          custom_prompt_dict: dict, model_response: Any, print_verbose: Any,

@@ -8,6 +8,7 @@ further members of the clusters fill the remaining choices, so there are always 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -46,6 +47,7 @@ def record(result: RSAResult, config: RSAConfig, reasoning_tokens: int) -> dict[
     return {
         "applied": True, "answer": result.answer, "chosen": result.chosen,
         "votes": result.votes, "degraded_at": result.degraded_at,
+        "stopped": dataclasses.asdict(result.stopped) if result.stopped else None,
         "generations": result.usage.calls, "failed_generations": result.usage.failed,
         "retries": result.usage.retries, "reasoning_tokens": reasoning_tokens,
         "population": [_member(c) for c in result.population], "steps": result.steps,

@@ -18,8 +18,8 @@ from typing import Any
 from ...engines.errors import REASONS, FatalAPIError, MissingCredentials
 from ...engines.litellm import LiteLLMEngine
 from ...loop import RSALoop
-from ...observers import Observer
-from ...types import Candidate, Problem, RSAResult
+from ...observers import Observer, StepEvent
+from ...types import Candidate, Problem, RSAResult, Stop
 from ...validate import ConfigError
 from .request import Plan
 from .response import FIELD, choice_order, record
@@ -29,23 +29,25 @@ KEEPALIVE = 10.0
 
 
 class Progress(Observer):
-    """Counts generations and reasoning tokens; queues a progress event after each step."""
+    """Counts generations; queues a progress event after each step."""
 
     def __init__(self, total: int) -> None:
-        self.total, self.done, self.reasoning_tokens, self.step_ = total, 0, 0, 0
+        self.total, self.done, self.step_ = total, 0, 0
         self.first = asyncio.Event()
         self.events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
 
     def generation(self, problem: Problem, cand: Candidate, restored: bool) -> None:
         self.done += 1
-        self.reasoning_tokens += cand.completion.reasoning_tokens
         self.first.set()
 
-    async def step(self, problem: Problem, step: int, metrics: dict[str, Any],
-                   population: list[Candidate]) -> None:
-        self.step_ = step
-        self.events.put_nowait({**self.snapshot(), "distinct_answers": metrics["distinct_answers"],
-                                "majority_share": metrics["majority_share"]})
+    def stopped(self, problem: Problem, stop: Stop, remaining: int) -> None:
+        self.total -= remaining  # an early stop or the budget ended the run sooner
+
+    async def step(self, event: StepEvent) -> None:
+        self.step_ = event.step
+        self.events.put_nowait({**self.snapshot(),
+                                "distinct_answers": event.metrics["distinct_answers"],
+                                "majority_share": event.metrics["majority_share"]})
 
     def snapshot(self) -> dict[str, Any]:
         return {"step": self.step_, "generations": self.done, "total": self.total}
@@ -116,7 +118,7 @@ async def stream(plan: Plan) -> AsyncIterator[dict[str, Any]]:
                 break
             yield chunk("", {"rsa_progress": event})
         result = task.result()
-        rec = record(result, plan.config, progress.reasoning_tokens)
+        rec = record(result, plan.config, result.usage.reasoning_tokens)
         order = choice_order(result, plan.config, plan.n)
         for index, i in enumerate(order):
             fields = {FIELD: rec} if index == 0 else None
@@ -124,8 +126,8 @@ async def stream(plan: Plan) -> AsyncIterator[dict[str, Any]]:
         u = result.usage
         totals = {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
                   "total_tokens": u.total_tokens}
-        if progress.reasoning_tokens:
-            totals["reasoning_tokens"] = progress.reasoning_tokens
+        if result.usage.reasoning_tokens:
+            totals["reasoning_tokens"] = result.usage.reasoning_tokens
         finish = result.population[order[0]].completion.finish_reason or "stop"
         yield chunk("", None, 0, finish, totals)
     finally:
