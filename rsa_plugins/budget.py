@@ -164,9 +164,10 @@ class Budget:
             raise ConfigError("budget_tokens needs max_tokens (or an engine that knows its "
                               "context length) to bound what a generation may cost")
         if self.usd is not None and engine.cost(1000, 1000) is None:
-            raise ConfigError(f"budget_usd: LiteLLM's cost map has no price for the model of "
-                              f"engine {engine.describe().get('model', engine.name)!r}; use "
-                              "budget_tokens or budget_generations")
+            raise ConfigError(f"budget_usd: no price is known for the model "
+                              f"{engine.describe().get('model', engine.name)!r} (LiteLLM's cost "
+                              "map, or Inspect's model cost data, has none); use budget_tokens "
+                              "or budget_generations")
 
     def fits(self, cost: Cost) -> bool:
         """Whether `cost` can be paid on top of what is spent and reserved."""

@@ -13,6 +13,7 @@ Errors in the arguments end the command with one line and exit code 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -207,10 +208,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"\n{rundir.votes_line(result.votes, config.population)}")
     print("answer: (none: every generation failed)" if result.failed else
           f"answer: {result.answer}")
+    if result.stopped is not None:
+        left = (config.steps - result.stopped.step) * config.population
+        print(f"stopped after step {result.stopped.step} of {config.steps}: "
+              f"{result.stopped.reason} ({left} generations not made)")
     rundir.write_json(out / "summary.json", {
         "command": ["rsa", *sys.argv[1:]], "model": model.label, "config": config.to_dict(),
         "problem": text, "prompt": problem.prompt, "answer": result.answer,
         "votes": result.votes, "failed": result.failed, "per_step": summary.table,
+        "stopped": dataclasses.asdict(result.stopped) if result.stopped else None,
         "usage": result.usage.__dict__})
     print(f"trace: {out / 'trace.jsonl'}", file=sys.stderr)
     return 1 if result.failed else 0
@@ -230,6 +236,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if limit < 1:
         raise CLIError(f"--limit must be >= 1, got {limit}")
     config = make_config(args)
+    if args.compare and config.budgeted:
+        raise CLIError("--compare runs three methods at the same generations, which a budget "
+                       "would cut differently: drop --budget-* or --compare")
     configs = runs.compare_configs(config) if args.compare else {"rsa": config}
     try:
         problems = spec.problems(limit, args.task_seed)

@@ -12,14 +12,15 @@ import asyncio
 import os
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import embedded
 from .config import RSAConfig
-from .types import Problem
+from .observers import Observer, StepEvent
+from .types import Problem, Stop
 
 
 class CLIError(Exception):
@@ -39,7 +40,7 @@ FLAGS = {"population": "-N/--population", "aggregation_size": "-K/--aggregation-
 
 def flag_names(message: str) -> str:
     """Name the flag next to the config field an error message starts with."""
-    name = message.split(" ", 1)[0]
+    name = message.split(" ", 1)[0].rstrip(":")
     return f"{FLAGS[name]}: {message}" if name in FLAGS else message
 
 
@@ -185,18 +186,34 @@ def trace_path(out: Path, method: str, methods: int) -> Path:
     return out / ("trace.jsonl" if methods == 1 else f"trace-{method}.jsonl")
 
 
-class StepLog:
-    """Prints one line per step once every problem has finished it (alongside the bars)."""
+class StepLog(Observer):
+    """Prints one line per step once every problem that goes on to it has finished it
+    (alongside the bars); a problem that stopped early is not waited for."""
 
     def __init__(self, method: str, problems: int, steps: int) -> None:
         self.method, self.problems, self.steps = method, problems, steps
         self.rows: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        self.ended: Counter[int] = Counter()  # last step -> problems that stopped after it
+        self.printed: set[int] = set()
         self.started = time.monotonic()
 
-    def on_step(self, problem: Any, step: int, metrics: dict[str, Any], population: Any) -> None:
-        self.rows[step].append(metrics)
-        if len(self.rows[step]) != self.problems:
-            return
+    async def step(self, event: StepEvent) -> None:
+        self.rows[event.step].append(event.metrics)
+        self._flush()
+
+    def stopped(self, problem: Problem, stop: Stop, remaining: int) -> None:
+        self.ended[stop.step] += 1
+        self._flush()
+
+    def _flush(self) -> None:
+        """Print each step that every problem still going at it has finished."""
+        for t in sorted(set(self.rows) - self.printed):
+            going = self.problems - sum(n for s, n in self.ended.items() if s < t)
+            if len(self.rows[t]) >= going:
+                self._print(t)
+                self.printed.add(t)
+
+    def _print(self, step: int) -> None:
         from .metrics import summarize
         from .report import answered
 
@@ -205,6 +222,9 @@ class StepLog:
                  if k in row]
         done = row["population"] + row["failed"]
         parts.append(f"answered {answered(row)}/{done}")
+        stopped = sum(1 for m in self.rows[step] if m.get("stop"))
+        if stopped:
+            parts.append(f"{stopped} stopped here")
         line = (f"[{self.method}] step {step}/{self.steps} done: {'  '.join(parts)}  "
                 f"({time.monotonic() - self.started:.0f} s)")
         from tqdm.auto import tqdm
@@ -244,7 +264,7 @@ async def _execute(model: Model, problems: list[Any], configs: dict[str, RSAConf
                       file=sys.stderr)
             log = StepLog(name, len(problems), config.steps)
             rsa = RSALoop(engine, config, trace=trace_path(out, name, len(configs)),
-                          progress=progress, on_step=log.on_step, announce=True,
+                          progress=progress, observers=[log], announce=True,
                           run_info={**info, "method": name})
             started = time.monotonic()
             outcome.results[name] = await rsa.run(problems)
