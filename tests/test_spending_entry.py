@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -133,6 +134,31 @@ def test_budget_usd_for_a_model_without_a_price_is_one_line(server, tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("rsa run: error: --budget-usd: "), proc.stderr
+
+
+def test_rsa_report_what_if_on_a_full_trace(server, tmp_path, capsys):
+    """docs/spending-less.md: run the full schedule once, then replay it under rules."""
+    spec = {"a1": 1, "a2": 2, "a3": 3, "never": 0}
+    trace = tmp_path / "full" / "trace.jsonl"
+    rsa_plugins.run(agree_problems(spec), model="hosted_vllm/agree", api_base=server.base_url,
+                    population=N, aggregation_size=K, steps=T, max_tokens=64, progress=False,
+                    trace=trace)
+    png = tmp_path / "whatif.png"
+    rc = cli.main(["report", str(trace), "--what-if", "early_stop=unanimous",
+                   "--what-if", "sweep", "--png", str(png)])
+    assert rc == 0
+    lines = capsys.readouterr().out.splitlines()
+    cells = [re.split(r"\s{2,}", ln) for ln in lines if ln.strip()]
+    head = next(c for c in cells if c[0] == "rule")
+    rows = {c[0]: dict(zip(head, c)) for c in cells[cells.index(head) + 1:] if len(c) > 2}
+    saved = N * sum(T - k for k in spec.values() if k)  # 36 of 80
+    assert rows["full run (never)"]["saved_gen"] == "0 (0%)"
+    assert rows["unanimous"]["saved_gen"] == f"{saved} ({saved / (len(spec) * N * T):.0%})"
+    assert rows["unanimous"]["gen/problem"] == f"{N * T - saved / len(spec):.1f}"
+    assert rows["unanimous"]["changed"] == "0/4" and rows["unanimous"]["accuracy"] == "0.750"
+    assert rows["unanimous"]["stopped at step (problems)"] == "1:1 2:1 3:1"
+    assert "consensus, confidence 0.95" in rows and "unanimous, patience 2" in rows
+    assert png.is_file() and lines[-1] == f"plot: {png}"
 
 
 # ------------------------------------------------------------------ Python API
