@@ -101,6 +101,8 @@ def test_rsa_eval_keeps_to_its_budget_and_reports_every_stop(server, tmp_path, m
     assert f"4 problem(s) x N={N} x T={T}: at most {4 * N * T} calls" in captured.err
     assert f"budget: {budget} calls; early stop: unanimous" in captured.err
     assert "problems stopped early: unanimous after step 1 (2)" in captured.out
+    for t in range(1, max(s for _, s in made) + 1):  # a line per step, stopped problems apart
+        assert f"[rsa] step {t}/{T} done" in captured.err, t
     results = [e for e in load(out / "trace.jsonl") if e["event"] == "result"]
     assert {e["problem"]: e["stopped"] for e in results} == stops
 

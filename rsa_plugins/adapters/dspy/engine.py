@@ -121,7 +121,11 @@ class DSPyEngine(Engine):
         """US dollars from LiteLLM's cost map for the model of the LM the calls use."""
         pinned = [p.lm for _, p in self.predictors.generate.named_predictors() if p.lm]
         lm = pinned[0] if pinned else dspy.settings.lm
-        prices = model_prices(str(getattr(lm, "model", "") or "")) if lm is not None else None
+        model = str(getattr(lm, "model", "") or "")
+        known = self.__dict__.setdefault("_prices", {})
+        if model not in known:
+            known[model] = model_prices(model) if model else None
+        prices = known[model]
         if prices is None:
             return None
         return prompt_tokens * prices[0] + completion_tokens * prices[1]
