@@ -128,14 +128,15 @@ def test_bad_spending_flags_are_one_line(args, needle, tmp_path):
     assert len(lines) == 1 and needle in lines[0], proc.stderr
 
 
-def test_budget_usd_for_a_model_without_a_price_is_one_line(server, tmp_path):
-    proc = subprocess.run([RSA, "run", "Problem x agrees from step 1.", *model_flags(server),
-                           "--budget-usd", "1", "--out", str(tmp_path / "o")],
-                          capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"})
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("rsa run: error: --budget-usd: "), proc.stderr
+def test_budget_usd_for_a_model_without_a_price_is_one_line(server, tmp_path, capsys):
+    before = len(server.stats())
+    rc = cli.main(["run", "Problem x agrees from step 1.", *model_flags(server),
+                   "--budget-usd", "1", "--out", str(tmp_path / "o")])
+    assert rc == 2 and len(server.stats()) == before
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "rsa run: error: --budget-usd: budget_usd: no price is known for the model "
+        "'hosted_vllm/agree'"), lines
 
 
 def test_rsa_report_what_if_on_a_full_trace(server, tmp_path, capsys):
