@@ -160,8 +160,9 @@ def stop_note(summary: TraceSummary) -> str | None:
         return None
     n, t = summary.config.get("population") or 0, summary.config.get("steps") or 0
     saved = sum(k * n * (t - step) for (_, step), k in stops.items())
-    where = ", ".join(f"{reason} after step {step} ({k})"
-                      for (reason, step), k in sorted(stops.items(), key=lambda x: (x[0][1], x[0][0])))
+    order = sorted(stops, key=lambda rs: (rs[1], rs[0]))  # by step, then reason
+    where = ", ".join(f"{reason} after step {step} ({stops[reason, step]})"
+                      for reason, step in order)
     return (f"{sum(stops.values())} of {summary.problems} problems stopped early: {where}; "
             f"{saved} generations not made")
 

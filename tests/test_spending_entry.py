@@ -177,7 +177,9 @@ def test_python_api_budget_usd_on_a_priced_model(server, capsys):
         full = rsa_plugins.run(agree_problems({"p": 0}), model="hosted_vllm/agree",
                                api_base=server.base_url, population=N, aggregation_size=K,
                                steps=T, max_tokens=64, use_n=False, progress=False)
-        cost = lambda r: r.usage.prompt_tokens * 1e-6 + r.usage.completion_tokens * 2e-6  # noqa: E731
+        def cost(r):
+            return r.usage.prompt_tokens * 1e-6 + r.usage.completion_tokens * 2e-6
+
         limit = cost(full[0]) / 2
         [half] = rsa_plugins.run(agree_problems({"p": 0}), model="hosted_vllm/agree",
                                  api_base=server.base_url, population=N, aggregation_size=K,
