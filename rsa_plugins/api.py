@@ -12,6 +12,7 @@ from .engines.base import Engine
 from .loop import RSALoop
 from .observers import OnStep
 from .types import Problem, RSAResult, Scorer
+from .validate import check_not_misspelled
 
 ProblemLike = str | Problem | Mapping[str, Any]
 
@@ -96,6 +97,7 @@ async def arun(problem_or_problems: ProblemLike | Sequence[ProblemLike], model: 
     config, engine_options = RSAConfig.from_options(
         population=population, aggregation_size=aggregation_size, steps=steps,
         selection=selection, seed=seed, **options)
+    check_not_misspelled("option", engine_options, RSAConfig.__dataclass_fields__)
     single = isinstance(problem_or_problems, (str, Problem, Mapping))
     items = [problem_or_problems] if single else list(problem_or_problems)  # type: ignore[list-item]
     problems = [as_problem(x, scorer) for x in items]

@@ -49,9 +49,13 @@ class Cost:
         return f"{self.calls:,} calls, {self.tokens:,} tokens{money}"
 
 
-def prompt_bound(request: Request) -> int:
-    """An upper bound of the tokens `request`'s prompt takes: its bytes (a byte-level
-    tokenizer makes at most one token of a byte) plus `TEMPLATE_OVERHEAD` per message."""
+def prompt_bound(engine: Engine, request: Request) -> int:
+    """An upper bound of the tokens `request`'s prompt takes: the engine's own where it has
+    one, else its bytes (a byte-level tokenizer makes at most one token of a byte) plus
+    `TEMPLATE_OVERHEAD` per message."""
+    bound = engine.prompt_tokens_bound(request)
+    if bound is not None:
+        return bound
     return sum((len(c) if (c := m["content"]).isascii() else len(c.encode()))
                + TEMPLATE_OVERHEAD for m in request.messages)
 
@@ -71,7 +75,7 @@ def worst_case(engine: Engine, config: RSAConfig, requests: Sequence[Request]) -
     calls = prompt = completion = 0
     for r in requests:
         calls += r.n
-        prompt += prompt_bound(r) * r.n
+        prompt += prompt_bound(engine, r) * r.n
         completion += completion_bound(engine, config, r) * r.n
     return Cost(calls, prompt + completion, priced(engine, prompt, completion))
 
@@ -121,7 +125,7 @@ def forecast(engine: Engine, config: RSAConfig, problems: Sequence[Problem],
     later = Cost(0, 0, 0.0)
     starting = {id(p) for p in (problems if fresh is None else fresh)}
     for p in problems:
-        prompt = prompt_bound(Request(messages=p.messages(), seed=0))
+        prompt = prompt_bound(engine, Request(messages=p.messages(), seed=0))
         if id(p) in starting:
             first = first + Cost(n, n * (prompt + out), priced(engine, n * prompt, n * out))
         agg = prompt + AGGREGATION_FRAME + k * 4 * out  # candidates: at most 4 bytes a token
@@ -167,9 +171,10 @@ class Budget:
             raise ConfigError("budget_tokens needs max_tokens (or an engine that knows its "
                               "context length) to bound what a generation may cost")
         if self.usd is not None and engine.cost(1000, 1000) is None:
-            raise ConfigError(f"budget_usd: LiteLLM's cost map has no price for the model of "
-                              f"engine {engine.describe().get('model', engine.name)!r}; use "
-                              "budget_tokens or budget_generations")
+            raise ConfigError(f"budget_usd: no price is known for the model "
+                              f"{engine.describe().get('model', engine.name)!r} (LiteLLM's cost "
+                              "map, or Inspect's model cost data, has none); use budget_tokens "
+                              "or budget_generations")
 
     def fits(self, cost: Cost) -> bool:
         """Whether `cost` can be paid on top of what is spent and reserved."""

@@ -13,6 +13,7 @@ Errors in the arguments end the command with one line and exit code 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -23,7 +24,7 @@ from typing import Any
 from . import embedded, rundir, runs
 from .config import KINDS, SELECTIONS, ConfigError, RSAConfig
 from .engines.base import EngineError
-from .reasoning_gym import FORMATS, DEMO, TaskSpec
+from .reasoning_gym import FORMATS, DEMO
 from .runs import CLIError
 from .trace import TraceMismatch
 
@@ -158,15 +159,6 @@ def make_config(args: argparse.Namespace, **extra: Any) -> RSAConfig:
                      **extra)
 
 
-def parse_task(task: str | None, answer_format: str | None = None) -> TaskSpec:
-    """The task named by ``rg:<dataset>``; none: the demo."""
-    try:
-        spec = DEMO if task is None else TaskSpec.parse(task)
-    except ValueError as exc:
-        raise CLIError(str(exc)) from None
-    return spec.with_format(answer_format) if answer_format else spec
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     """``rsa run PROBLEM``: answer, vote and per-step table."""
     from .report import step_table, summarize_trace
@@ -191,10 +183,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"\n{rundir.votes_line(result.votes, config.population)}")
     print("answer: (none: every generation failed)" if result.failed else
           f"answer: {result.answer}")
+    if result.stopped is not None:
+        print(rundir.stopped_line(result.stopped, config))
     rundir.write_json(out / "summary.json", {
         "command": ["rsa", *sys.argv[1:]], "model": model.label, "config": config.to_dict(),
         "problem": text, "prompt": problem.prompt, "answer": result.answer,
         "votes": result.votes, "failed": result.failed, "per_step": summary.table,
+        "stopped": dataclasses.asdict(result.stopped) if result.stopped else None,
         "usage": result.usage.__dict__})
     print(f"trace: {out / 'trace.jsonl'}", file=sys.stderr)
     return 1 if result.failed else 0
@@ -209,7 +204,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         print("\n".join(f"rg:{name}" for name in reasoning_gym_datasets()))
         return 0
-    spec = parse_task(args.task, args.answer_format)
+    spec = runs.parse_task(args.task, args.answer_format)
     limit = spec.limit if args.limit is None else args.limit
     if limit < 1:
         raise CLIError(f"--limit must be >= 1, got {limit}")

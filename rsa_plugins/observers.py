@@ -1,5 +1,6 @@
 """What watches a run without steering it: the trace (which is also the checkpoint), the
-progress bar, the forecast line and the caller's per-step callback.  The loop notifies each
+progress bar, the forecast line, the commands' line per step and the caller's per-step
+callback.  The loop notifies each
 observer of the run's start (with its worst-case forecast), the start of every step, every
 generation, every finished step and every result."""
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 import inspect
 import sys
 import time
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -169,3 +171,49 @@ class Announce(Observer):
 def show_progress(progress: bool | None) -> bool:
     """Whether to show a bar: as asked, else when stderr is a terminal."""
     return sys.stderr.isatty() if progress is None else bool(progress)
+
+
+class StepLog(Observer):
+    """Prints one line per step once every problem that goes on to it has finished it
+    (alongside the bars); a problem that stopped early is not waited for."""
+
+    def __init__(self, method: str, problems: int, steps: int) -> None:
+        self.method, self.problems, self.steps = method, problems, steps
+        self.rows: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        self.ended: Counter[int] = Counter()  # last step -> problems that stopped after it
+        self.printed: set[int] = set()
+        self.started = time.monotonic()
+
+    async def step(self, event: StepEvent) -> None:
+        self.rows[event.step].append(event.metrics)
+        self._flush()
+
+    def stopped(self, problem: Problem, stop: Stop, remaining: int) -> None:
+        self.ended[stop.step] += 1
+        self._flush()
+
+    def _flush(self) -> None:
+        """Print each step that every problem still going at it has finished."""
+        for t in sorted(set(self.rows) - self.printed):
+            going = self.problems - sum(n for s, n in self.ended.items() if s < t)
+            if len(self.rows[t]) >= going:
+                self._print(t)
+                self.printed.add(t)
+
+    def _print(self, step: int) -> None:
+        from .metrics import summarize
+        from .report import answered
+
+        row = summarize([[m] for m in self.rows[step]])[0]
+        parts = [f"{k} {row[k]:.3f}" for k in ("mean_accuracy", "majority_accuracy", "pass_at_n")
+                 if k in row]
+        done = row["population"] + row["failed"]
+        parts.append(f"answered {answered(row)}/{done}")
+        stopped = sum(1 for m in self.rows[step] if m.get("stop"))
+        if stopped:
+            parts.append(f"{stopped} stopped here")
+        line = (f"[{self.method}] step {step}/{self.steps} done: {'  '.join(parts)}  "
+                f"({time.monotonic() - self.started:.0f} s)")
+        from tqdm.auto import tqdm
+
+        tqdm.write(line, file=sys.stderr)

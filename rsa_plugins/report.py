@@ -7,6 +7,7 @@ gives a table (and plot) of the steps that finished.  Several traces (one per me
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,10 +72,12 @@ def summarize_trace(path: str | Path, method: str | None = None) -> TraceSummary
             results[ev["problem"]] = ev
     per_problem = [[done[t] for t in sorted(done)] for done in steps.values()]
     table = summarize(per_problem)
+    ended = Counter(r["stopped"]["step"] for r in results.values() if r.get("stopped"))
     for row in table:  # N of that step (same for every problem)
         t = row["step"]
         row["requested_per_problem"] = max(
             (s[t - 1].get("requested", 0) for s in per_problem if len(s) >= t), default=0)
+        row["stopped"] = ended.get(t, 0)  # by any reason, the budget's too
     label = method or runs[0].get("method") or path.stem.removeprefix("trace-")
     return TraceSummary(path, label, runs[0], table, list(results.values()), len(seen))
 
@@ -114,6 +117,8 @@ def step_table(summary: TraceSummary) -> str:
             ("truncated", "truncated"), ("failed", "failed"), ("distinct_answers", "distinct"),
             ("majority_share", "maj_share"), ("prompt_tokens", "prompt_tok"),
             ("completion_tokens", "compl_tok")]
+    if any(r.get("stopped") for r in summary.table):
+        cols.insert(2, ("stopped", "stopped"))
     rows = []
     for r in summary.table:
         made = r.get("population", 0) + r.get("failed", 0)
@@ -146,6 +151,22 @@ def format_note(summary: TraceSummary) -> str | None:
             "answer (a weak model or a format it cannot write; accuracies count them wrong)")
 
 
+def stop_note(summary: TraceSummary) -> str | None:
+    """Where and why problems stopped before the last step, and the generations that saved
+    (None when every problem ran every step)."""
+    stops = Counter((r["stopped"]["reason"], r["stopped"]["step"]) for r in summary.results
+                    if r.get("stopped"))
+    if not stops:
+        return None
+    n, t = summary.config.get("population") or 0, summary.config.get("steps") or 0
+    saved = sum(k * n * (t - step) for (_, step), k in stops.items())
+    order = sorted(stops, key=lambda rs: (rs[1], rs[0]))  # by step, then reason
+    where = ", ".join(f"{reason} after step {step} ({stops[reason, step]})"
+                      for reason, step in order)
+    return (f"{sum(stops.values())} of {summary.problems} problems stopped early: {where}; "
+            f"{saved} generations not made")
+
+
 def _grid(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
               for i, h in enumerate(header)]
@@ -164,9 +185,9 @@ def describe(summary: TraceSummary) -> str:
             f"T={cfg.get('steps')}  model={summary.run.get('model') or summary.run.get('engine')}"
             f"  problems={summary.problems}")
     lines = [head, step_table(summary) if summary.table else "(no step finished yet)"]
-    note = format_note(summary)
-    if note:
-        lines.append(f"note: {note}")
+    for note in (format_note(summary), stop_note(summary)):
+        if note:
+            lines.append(f"note: {note}")
     acc = summary.accuracy()
     if summary.finished:
         if acc is not None:

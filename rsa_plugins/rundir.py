@@ -9,9 +9,11 @@ writes its plot under a free name (`free_path`), never over another command's ou
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -89,12 +91,17 @@ def eval_summary(args: argparse.Namespace, task: str, model: Model, problems: li
         payload["methods"][s.method] = {
             "config": configs[s.method].to_dict(), "trace": str(s.path),
             "accuracy": s.accuracy(), "generations_per_problem": s.generations_per_problem(),
-            "seconds": round(outcome.seconds[s.method], 1), **totals(s), "per_step": s.table}
+            "seconds": round(outcome.seconds[s.method], 1), **totals(s),
+            "stopped": dict(Counter(r.stopped.reason for r in outcome.results[s.method]
+                                    if r.stopped is not None)),
+            "per_step": s.table}
     for i, p in enumerate(problems):
         payload["problems"].append({
             "id": p.id, "target": p.target,
             "answers": {m: rs[i].answer for m, rs in outcome.results.items()},
-            "correct": {m: rs[i].correct for m, rs in outcome.results.items()}})
+            "correct": {m: rs[i].correct for m, rs in outcome.results.items()},
+            "stopped": {m: dataclasses.asdict(rs[i].stopped) if rs[i].stopped else None
+                        for m, rs in outcome.results.items()}})
     return payload
 
 
@@ -108,6 +115,13 @@ def eval_closing(payload: dict[str, Any], elapsed: float) -> Iterator[str]:
                    f"generations, {m['tokens']:,} tokens, {m['seconds']:.0f} s")
     yield (f"total: {elapsed:.0f} s, of which {payload['engine_start_s']:.0f} s starting the "
            "engine")
+
+
+def stopped_line(stop: Any, config: Any) -> str:
+    """``stopped after step 2 of 5: unanimous (12 generations not made)``."""
+    left = (config.steps - stop.step) * config.population
+    return (f"stopped after step {stop.step} of {config.steps}: {stop.reason} ({left} "
+            "generations not made)")
 
 
 def votes_line(votes: dict[str, int], population: int) -> str:

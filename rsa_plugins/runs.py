@@ -12,13 +12,14 @@ import asyncio
 import os
 import sys
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import embedded
 from .config import EARLY_STOPS, RSAConfig
+from .observers import StepLog
+from .reasoning_gym import DEMO, TaskSpec
 from .types import Problem
 
 
@@ -39,7 +40,7 @@ FLAGS = {"population": "-N/--population", "aggregation_size": "-K/--aggregation-
 
 def flag_names(message: str) -> str:
     """Name the flag next to the config field an error message starts with."""
-    name = message.split(" ", 1)[0]
+    name = message.split(" ", 1)[0].rstrip(":")
     return f"{FLAGS[name]}: {message}" if name in FLAGS else message
 
 
@@ -69,6 +70,15 @@ def add_spending_flags(parser: argparse.ArgumentParser) -> None:
 def spending_options(args: argparse.Namespace) -> dict[str, Any]:
     """The RSAConfig fields of the spending flags."""
     return {name: getattr(args, name) for name in SPENDING}
+
+
+def parse_task(task: str | None, answer_format: str | None = None) -> TaskSpec:
+    """The task named by ``rg:<dataset>``; none: the demo."""
+    try:
+        spec = DEMO if task is None else TaskSpec.parse(task)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    return spec.with_format(answer_format) if answer_format else spec
 
 
 def is_embedded(model: str | None) -> bool:
@@ -124,8 +134,12 @@ def compare_configs(config: RSAConfig) -> dict[str, RSAConfig]:
 
     majority_vote: N*T independent samples in one step (the generations RSA spends), majority
     answer.  self_refine: K=1.  rsa: as given.  (The single-sample baseline is the step-1 mean
-    accuracy, reported from these runs.)
+    accuracy, reported from these runs.)  Budgets are refused: they would cut the methods
+    differently, and the methods would no longer compare at equal generations.
     """
+    if config.budgeted:
+        raise CLIError("--compare runs three methods at the same generations, which a budget "
+                       "would cut differently: drop --budget-* or --compare")
     return {
         "majority_vote": config.replace(population=config.generations_per_problem,
                                         aggregation_size=1, steps=1, selection="majority"),
@@ -213,33 +227,6 @@ def trace_path(out: Path, method: str, methods: int) -> Path:
     return out / ("trace.jsonl" if methods == 1 else f"trace-{method}.jsonl")
 
 
-class StepLog:
-    """Prints one line per step once every problem has finished it (alongside the bars)."""
-
-    def __init__(self, method: str, problems: int, steps: int) -> None:
-        self.method, self.problems, self.steps = method, problems, steps
-        self.rows: dict[int, list[dict[str, Any]]] = defaultdict(list)
-        self.started = time.monotonic()
-
-    def on_step(self, problem: Any, step: int, metrics: dict[str, Any], population: Any) -> None:
-        self.rows[step].append(metrics)
-        if len(self.rows[step]) != self.problems:
-            return
-        from .metrics import summarize
-        from .report import answered
-
-        row = summarize([[m] for m in self.rows[step]])[0]
-        parts = [f"{k} {row[k]:.3f}" for k in ("mean_accuracy", "majority_accuracy", "pass_at_n")
-                 if k in row]
-        done = row["population"] + row["failed"]
-        parts.append(f"answered {answered(row)}/{done}")
-        line = (f"[{self.method}] step {step}/{self.steps} done: {'  '.join(parts)}  "
-                f"({time.monotonic() - self.started:.0f} s)")
-        from tqdm.auto import tqdm
-
-        tqdm.write(line, file=sys.stderr)
-
-
 @dataclass
 class Outcome:
     """What :func:`execute` gives back: per method, its results and its own wall time."""
@@ -272,7 +259,7 @@ async def _execute(model: Model, problems: list[Any], configs: dict[str, RSAConf
                       file=sys.stderr)
             log = StepLog(name, len(problems), config.steps)
             rsa = RSALoop(engine, config, trace=trace_path(out, name, len(configs)),
-                          progress=progress, on_step=log.on_step, announce=True,
+                          progress=progress, observers=[log], announce=True,
                           run_info={**info, "method": name})
             started = time.monotonic()
             outcome.results[name] = await rsa.run(problems)

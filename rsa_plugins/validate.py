@@ -62,9 +62,9 @@ def check_bool(name: str, value: Any) -> bool:
     raise ConfigError(f"{name} must be true or false, got {value!r}")
 
 
-def did_you_mean(name: str, valid: Iterable[str], n: int = 1) -> str:
+def did_you_mean(name: str, valid: Iterable[str], n: int = 1, cutoff: float = 0.6) -> str:
     """`` (did you mean 'x'?)`` for the `n` closest valid names, or an empty string."""
-    close = difflib.get_close_matches(str(name), list(valid), n=n, cutoff=0.6)
+    close = difflib.get_close_matches(str(name), list(valid), n=n, cutoff=cutoff)
     return f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
 
 
@@ -74,3 +74,13 @@ def check_known(kind: str, given: Iterable[str], valid: Iterable[str]) -> None:
     for name in given:
         if name not in valid:
             raise ConfigError(f"unknown {kind} {name!r}{did_you_mean(name, valid)}")
+
+
+def check_not_misspelled(kind: str, given: Iterable[str], valid: Iterable[str]) -> None:
+    """Raise for a name in `given` that is not in `valid` but very close to one of them (for
+    options that pass everything else on, e.g. to an engine or an LM: ``early_stp``)."""
+    valid = list(valid)
+    for name in given:
+        hint = did_you_mean(name, valid, cutoff=0.85) if name not in valid else ""
+        if hint:
+            raise ConfigError(f"unknown {kind} {name!r}{hint}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import os
 import re
 import subprocess
@@ -484,3 +485,92 @@ def test_missing_credentials_stop_the_run_with_one_line(monkeypatch):
             rsa(question="What is 2 + 2?")
     message = str(info.value)
     assert "OPENAI_API_KEY" in message and "\n" not in message
+
+
+# ------------------------------------------------------------------ spending less
+
+
+def test_early_stop_and_budget_generations_per_call(capsys):
+    agree = ScriptedLM(answers=("A",))
+    rsa = RSA("question -> answer", population=4, aggregation_size=2, steps=4,
+              early_stop="unanimous")
+    with dspy.context(lm=make_lm(agree)):
+        pred = rsa(question="Pick a letter")
+    assert agree.calls == 4 and pred.answer == "A"
+    assert (pred.rsa.stopped.step, pred.rsa.stopped.reason) == (1, "unanimous")
+    assert len(pred.rsa.steps) == 1 and pred.rsa.steps[-1]["stop"] == "unanimous"
+
+    eng = ScriptedLM(answers=("A", "B", "C", "D"))
+    rsa = RSA("question -> answer", population=4, aggregation_size=2, steps=4,
+              budget_generations=10)
+    with dspy.context(lm=make_lm(eng)):
+        first = rsa(question="q1")
+        assert eng.calls == 8  # two steps of 4; a third would make 12
+        second = rsa(question="q2")  # the budget is per call
+    assert eng.calls == 16
+    for pred in (first, second):
+        assert (pred.rsa.stopped.step, pred.rsa.stopped.reason) == (2, "budget")
+        assert pred.answer is not None and len(pred.completions) == 4
+    err = capsys.readouterr().err.splitlines()
+    forecasts = [ln for ln in err if ln.startswith("rsa: 1 problem(s) x N=4 x T=4: at most 16")]
+    assert len(forecasts) == 2 and all(ln.endswith("budget: 10 calls") for ln in forecasts)
+
+
+class BytesLM(ScriptedLM):
+    """Reports a token per byte of every message it was sent (system and user turns) and of
+    its reply: the most a byte-level tokenizer makes of them."""
+
+    def complete(self, request):
+        out = super().complete(request)
+        system = request.system if isinstance(request.system, str) else "".join(
+            p.text for p in (request.system or []))
+        sent = len(system.encode()) + sum(len((m.text or "").encode()) for m in request.messages)
+        got = len((out.message.text or "").encode())
+        return dataclasses.replace(out, usage=Usage(input_tokens=sent, output_tokens=got,
+                                                    total_tokens=sent + got))
+
+
+def test_budget_tokens_bounds_the_prompts_dspy_builds():
+    """The worst case of a call is what DSPy's adapter sends (field instructions, demos), not
+    the bare inputs: with usage counted per byte, no budget is ever exceeded."""
+    args = dict(population=4, aggregation_size=2, steps=4, max_tokens=400)
+    eng = BytesLM(answers=("A", "B", "C", "D"))
+    with dspy.context(lm=make_lm(eng)):
+        full = RSA("question -> answer", **args)(question="Pick a letter")
+    used = full.rsa.usage.total_tokens
+    assert eng.calls == 16 and used > 16 * 400  # the prompts are far longer than the inputs
+    for budget in range(used // 8, used, used // 8):
+        dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=True)
+        eng = BytesLM(answers=("A", "B", "C", "D"))
+        rsa = RSA("question -> answer", budget_tokens=budget, **args)
+        with dspy.context(lm=make_lm(eng)):
+            try:
+                pred = rsa(question="Pick a letter")
+            except ConfigError as exc:  # too small for the first step: refused before a call
+                assert "first step" in str(exc) and eng.calls == 0
+                continue
+        assert pred.rsa.usage.total_tokens <= budget, budget
+        assert pred.rsa.stopped is not None and pred.rsa.stopped.reason == "budget"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(early_stop="unanimus"), "early_stop must be one of never, unanimous, consensus"),
+    (dict(early_stp="unanimous"), "unknown option 'early_stp' (did you mean 'early_stop'?)"),
+    (dict(budget_generation=8), "did you mean 'budget_generations'"),
+    (dict(early_stop_patience=0), "early_stop_patience must be >= 1"),
+    (dict(early_stop_confidence=0.3), "early_stop_confidence must be between 0.5 and 1"),
+    (dict(budget_tokens=0), "budget_tokens must be >= 1"),
+    (dict(budget_tokens=1000), "budget_tokens needs max_tokens"),
+    (dict(islands=2, population=4, aggregation_size=2, steps=1), "islands=2 needs steps >= 2"),
+])
+def test_bad_spending_arguments_fail_at_construction(kwargs, message):
+    args = {"population": 4, "aggregation_size": 2, "steps": 2, **kwargs}
+    with pytest.raises(ConfigError) as err:
+        RSA("question -> answer", **args)
+    assert message in str(err.value)
+
+
+def test_token_budgets_need_a_signature_not_a_module():
+    with pytest.raises(ConfigError, match="budget_usd needs a signature"):
+        RSA(dspy.ChainOfThought("question -> answer"), population=2, aggregation_size=2,
+            steps=2, max_tokens=100, budget_usd=1.0)

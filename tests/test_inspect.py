@@ -268,6 +268,14 @@ def test_task_with_its_own_solver_runs_unchanged(tmp_path):
     ({"include_reasoning": "maybe"}, "include_reasoning must be true or false"),
     ({"max_model_len": 10}, "max_model_len must be >= 64, got 10"),
     ({"template": "no slots"}, "template must contain the placeholder {problem}"),
+    ({"early_stop": "unanimus"}, "early_stop must be one of never, unanimous, consensus"),
+    ({"early_stp": "unanimous"}, "'early_stp' (did you mean 'early_stop'?)"),
+    ({"early_stop_patience": 0}, "early_stop_patience must be >= 1, got 0"),
+    ({"early_stop_confidence": 2}, "early_stop_confidence must be between 0.5 and 1"),
+    ({"budget_generations": 0}, "budget_generations must be >= 1, got 0"),
+    ({"budget_tokens": "lots"}, "budget_tokens must be an integer"),
+    ({"budget_usd": -1}, "budget_usd must be >= 0"),
+    ({"islands": 3, "population": 12, "aggregation_size": 2}, "islands must be a power of 2"),
 ])
 def test_bad_arguments_fail_when_the_solver_is_built(args, message):
     with pytest.raises(RSASolverError) as err:
@@ -418,3 +426,72 @@ def test_a_refused_key_stops_the_sample_at_once_with_one_line(tmp_path, monkeypa
     assert log.status == "error"
     assert "HTTP 401" in log.error.message and "\n" not in log.error.message.strip()
     assert 1 <= len(seen) <= 4, "no call after the first step's (in flight together)"
+
+
+# ------------------------------------------------------------------------------- spending less
+
+
+def agree_or_split(input, tools, tool_choice, config) -> ModelOutput:
+    """Sample s0 ("What is 0 + 4?") always answers 4; any other answers its call's seed."""
+    text = input[-1].text
+    return reply(f"ANSWER: {4 if 'What is 0 + 4?' in text else config.seed}")
+
+
+def test_early_stop_and_budget_per_sample_as_with_dash_s(tmp_path):
+    """``-S early_stop=unanimous -S budget_generations=10``: s0 agrees at step 1 and stops there;
+    s1 never agrees, and its budget pays for two steps of 4 (a third would need 12)."""
+    args = {"population": 4, "aggregation_size": 2, "steps": 4, "early_stop": "unanimous",
+            "budget_generations": 10}
+    [log] = eval(arithmetic(2), model=get_model("mockllm/model", custom_outputs=agree_or_split),
+                 solver=SolverSpec("rsa", args, args), log_dir=str(tmp_path), display="none")
+    assert log.status == "success", log.error
+    expected = {"s0": (4, {"step": 1, "reason": "unanimous"}),
+                "s1": (8, {"step": 2, "reason": "budget"})}
+    for s in log.samples:
+        calls, stopped = expected[s.id]
+        events = [e for e in s.events if e.event in ("model", "info")]
+        models = [i for i, e in enumerate(events) if e.event == "model"]
+        assert len(models) == calls <= args["budget_generations"]
+        assert s.store["RSAStore:stopped"] == stopped
+        infos = [(i, e.data) for i, e in enumerate(events) if e.event == "info"
+                 and e.source == "rsa"]
+        [(at, shown)] = [(i, d["forecast"]) for i, d in infos if "forecast" in d]
+        shown = s.attachments.get(shown.removeprefix("attachment://"), shown)  # a long string
+        assert at < models[0], "the worst case is shown before any call"
+        assert shown.startswith("rsa: 1 problem(s) x N=4 x T=4: at most 16 calls, ")
+        assert shown.endswith(" tokens; budget: 10 calls; early stop: unanimous")
+        ends = [d for _, d in infos if "stopped" in d]
+        assert ends == [{"stopped": stopped, "generations_saved": 4 * (4 - stopped["step"])}]
+        assert len(s.store["RSAStore:steps"]) == stopped["step"]
+        assert s.store["RSAStore:answer"] is not None and s.output.completion  # an answer
+
+
+def test_budget_usd_uses_inspects_cost_data(tmp_path):
+    """A step is paid for at its worst case (a token per prompt byte, plus max_tokens, a call):
+    at $100 per million tokens, $0.2 pays for the first step's ~600 tokens but not for an
+    aggregation step's ~3,000 (the aggregation wording around K candidates)."""
+    from inspect_ai.model import ModelCost, ModelInfo, set_model_info
+    from inspect_ai.model._model_info import _custom_models, clear_model_info_cache
+
+    price = ModelCost(input=100, output=100, input_cache_write=0, input_cache_read=0)
+    set_model_info("mockllm/model", ModelInfo(cost=price))
+    try:
+        log = run_eval(arithmetic(1), Mock(first=lambda seed, text: str(seed)), tmp_path,
+                       solver=rsa(population=4, aggregation_size=2, steps=3, max_tokens=5,
+                                  budget_usd=0.2))
+    finally:
+        _custom_models.pop("mockllm/model", None)
+        clear_model_info_cache()
+    [s] = log.samples
+    models = [e for e in s.events if e.event == "model"]
+    assert len(models) == 4  # the first step only
+    assert len(models) * USAGE["total_tokens"] * 100 / 1e6 <= 0.2
+    assert s.store["RSAStore:stopped"] == {"step": 1, "reason": "budget"}
+
+
+def test_budget_usd_without_cost_data_is_one_clear_error(tmp_path):
+    mock = Mock()
+    [log] = eval(arithmetic(1), model=mock.model(), log_dir=str(tmp_path), display="none",
+                 solver=rsa(population=2, aggregation_size=2, steps=2, budget_usd=1))
+    assert log.status == "error" and mock.calls == []
+    assert "budget_usd: no price is known for the model 'mockllm/model'" in log.error.message

@@ -173,7 +173,7 @@ async def run_methods(engine: Any, problems: list[Any], configs: dict[str, RSACo
                       planned_generations: int) -> dict[str, dict[str, Any]]:
     """Each method over every problem on `engine`; per-method time and tokens."""
     from rsa_plugins.loop import RSALoop
-    from rsa_plugins.runs import StepLog
+    from rsa_plugins.observers import StepLog
 
     stats: dict[str, dict[str, Any]] = {}
     done_gens = done_tokens = 0
@@ -185,7 +185,7 @@ async def run_methods(engine: Any, problems: list[Any], configs: dict[str, RSACo
         log = StepLog(name, len(problems), config.steps)
         started, calls = time.monotonic(), getattr(engine, "calls", None)
         results = await RSALoop(engine, config, trace=out / f"trace-{name}.jsonl", progress=progress,
-                            on_step=log.on_step, run_info={**info, "method": name}).run(problems)
+                            observers=[log], run_info={**info, "method": name}).run(problems)
         seconds = time.monotonic() - started
         completion = sum(r.usage.completion_tokens for r in results)
         prompt = sum(r.usage.prompt_tokens for r in results)

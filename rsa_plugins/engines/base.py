@@ -60,7 +60,8 @@ class Engine(ABC):
 
     def prompt_tokens_bound(self, request: Request) -> int | None:
         """A cheap upper bound of `prompt_tokens` (None: none known).  When the bound already
-        fits the context, the loop skips the exact count."""
+        fits the context, the loop skips the exact count; budgets reserve it (else the
+        prompt's bytes).  It must never be below the true count."""
         return None
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:

@@ -34,6 +34,19 @@ OPENAI_COMPATIBLE = {"hosted_vllm", "openai", "openai_like", "custom_openai", "l
                      "llamafile", "sglang", "xinference"}
 
 
+def model_prices(model: str) -> tuple[float, float] | None:
+    """US dollars per prompt token and per completion token of a LiteLLM model string, from
+    LiteLLM's cost map (`litellm.register_model` adds prices); None where it has none."""
+    import litellm
+
+    try:
+        prompt, completion = litellm.cost_per_token(model=model, prompt_tokens=1_000_000,
+                                                    completion_tokens=1_000_000)
+    except Exception:  # noqa: BLE001 - LiteLLM raises several kinds for an unmapped model
+        return None
+    return prompt / 1_000_000, completion / 1_000_000
+
+
 class LiteLLMEngine(Engine):
     """Generations from a LiteLLM model string (``openai/gpt-4o-mini``, ``hosted_vllm/NAME``, ...).
 
@@ -110,6 +123,14 @@ class LiteLLMEngine(Engine):
             return bool(params) and "n" in params
         except Exception:
             return False
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
+        """US dollars from LiteLLM's cost map (None: the model has no price there)."""
+        if "_prices" not in self.__dict__:
+            self._prices = None if self.router is not None else model_prices(self.model)
+        if self._prices is None:
+            return None
+        return prompt_tokens * self._prices[0] + completion_tokens * self._prices[1]
 
     def describe(self) -> dict[str, object]:
         return {"engine": self.name, "model": self.model, "api_base": self.api_base,

@@ -86,8 +86,10 @@ class _VLLMPrompts(Engine):
         return len(self.encode([self.render(request)])[0])
 
     def prompt_tokens_bound(self, request: Request) -> int | None:
-        """Characters of the rendered prompt (+1 for a BOS): no token is shorter than one."""
-        return len(self.render(request)) + 1
+        """Bytes of the rendered prompt (+1 for a BOS): a byte-level tokenizer makes at most
+        one token of a byte (not of a character: a character outside ASCII can be several)."""
+        text = self.render(request)
+        return (len(text) if text.isascii() else len(text.encode())) + 1
 
     def _stops(self, req: Request) -> list[str]:
         return [*self.stop, *(s for s in req.stop if s not in self.stop)]

@@ -18,7 +18,8 @@ from typing import Any
 import dspy
 from dspy.adapters.utils import serialize_for_json
 
-from ...engines.base import Engine, EngineError
+from ...engines.base import TEMPLATE_OVERHEAD, Engine, EngineError
+from ...engines.litellm import model_prices
 from ...seeds import derive_seed
 from ...types import Completion, Request
 
@@ -95,6 +96,39 @@ class DSPyEngine(Engine):
 
     async def generate(self, requests: Sequence[Request]) -> list[list[Completion]]:
         return list(await asyncio.gather(*(self._one(r) for r in requests)))
+
+    def prompt_tokens_bound(self, request: Request) -> int | None:
+        """Bytes of the messages DSPy's adapter builds for the call (demos and field
+        instructions included), twice over when a ChatAdapter may retry with the JSONAdapter
+        (that second call's `max_tokens` too).  None for the user's own module, whose calls
+        RSA cannot see (the module refuses token and dollar budgets then)."""
+        aggregation = isinstance(request, AggregationRequest)
+        target = self.predictors.aggregate if aggregation else self.predictors.generate
+        predictors = [p for _, p in target.named_predictors()]
+        if len(predictors) != 1 or (self.predictors.wrapped and not aggregation):
+            return None
+        inputs = {**self.inputs, CANDIDATES_FIELD: request.candidates} if aggregation \
+            else self.inputs
+        adapter = dspy.settings.adapter or dspy.ChatAdapter()
+        adapters = [adapter, dspy.JSONAdapter()] \
+            if getattr(adapter, "use_json_adapter_fallback", False) else [adapter]
+        sig, demos = predictors[0].signature, predictors[0].demos
+        size = sum(len(str(m.get("content") or "").encode()) + TEMPLATE_OVERHEAD
+                   for a in adapters for m in a.format(sig, demos, inputs))
+        return size + (len(adapters) - 1) * (request.max_tokens or 0)
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
+        """US dollars from LiteLLM's cost map for the model of the LM the calls use."""
+        pinned = [p.lm for _, p in self.predictors.generate.named_predictors() if p.lm]
+        lm = pinned[0] if pinned else dspy.settings.lm
+        model = str(getattr(lm, "model", "") or "")
+        known = self.__dict__.setdefault("_prices", {})
+        if model not in known:
+            known[model] = model_prices(model) if model else None
+        prices = known[model]
+        if prices is None:
+            return None
+        return prompt_tokens * prices[0] + completion_tokens * prices[1]
 
     async def _one(self, req: Request) -> list[Completion]:
         call = self._call(req)

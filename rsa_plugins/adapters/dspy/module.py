@@ -30,7 +30,7 @@ from ...config import RSAConfig
 from ...loop import RSALoop
 from ...prompts import COMBINE, REFINE
 from ...types import Problem, RSAResult
-from ...validate import ConfigError, check_int
+from ...validate import ConfigError, check_int, check_not_misspelled
 from .engine import CANDIDATES_FIELD, DSPyEngine, Predictors, render_fields, vote_key
 
 __all__ = ["RSA", "RSAPrediction", "vote_key", "AGGREGATION_INSTRUCTIONS", "REFINE_INSTRUCTIONS"]
@@ -46,6 +46,12 @@ REFINE_INSTRUCTIONS = (
     "field for your improved solution."
 )
 logger = logging.getLogger(__name__)
+#: RSA's own keyword arguments (any other goes to the inner predictors: a near miss is refused)
+OWN_OPTIONS = ("population", "aggregation_size", "steps", "selection", "answer_field",
+               "reasoning", "signature", "seed", "temperature", "top_p", "max_tokens", "kind",
+               "num_threads", "aggregation_instructions", "early_stop", "early_stop_patience",
+               "early_stop_confidence", "budget_generations", "budget_tokens", "budget_usd",
+               "islands")
 
 
 class RSAPrediction(dspy.Prediction):
@@ -117,6 +123,7 @@ class RSA(dspy.Module):
                  budget_usd: float | None = None, islands: int = RSAConfig.islands,
                  **config: Any) -> None:
         super().__init__()
+        check_not_misspelled("option", config, OWN_OPTIONS)
         if kind == "auto":
             raise ConfigError("kind must be a task kind (general, math, multiple_choice, code, "
                               "reasoning_gym), not 'auto', for DSPy")
@@ -153,6 +160,7 @@ class RSA(dspy.Module):
                               f"class or a dspy.Module, got {type(signature_or_module).__name__}")
         if not base.output_fields:
             raise ConfigError("signature_or_module: the signature has no output fields")
+        self._check_budgets()
         if CANDIDATES_FIELD in base.input_fields:
             raise ConfigError(f"signature_or_module: the input field name {CANDIDATES_FIELD!r} "
                               "is reserved for the aggregation predictor")
@@ -177,6 +185,18 @@ class RSA(dspy.Module):
             else self.aggregate.signature
         #: the fields a population member carries (reasoning first, when there is one)
         self.output_names = list(agg_sig.output_fields)
+
+    def _check_budgets(self) -> None:
+        """Token and dollar budgets need every call's prompt and length bounded."""
+        c = self.config
+        if c.budget_tokens is None and c.budget_usd is None:
+            return
+        name = "budget_tokens" if c.budget_tokens is not None else "budget_usd"
+        if self.wrapped:
+            raise ConfigError(f"{name} needs a signature as signature_or_module: RSA cannot "
+                              "bound what your own module's calls cost; use budget_generations")
+        if c.max_tokens is None:
+            raise ConfigError(f"{name} needs max_tokens, to bound what one call may cost")
 
     @staticmethod
     def _predictor(sig: type[dspy.Signature], reasoning: bool, config: dict[str, Any]) -> dspy.Module:

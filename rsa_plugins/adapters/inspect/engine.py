@@ -14,6 +14,7 @@ from inspect_ai.model import (
     Model,
     ModelOutput,
     get_model,
+    get_model_info,
 )
 from inspect_ai.util import LimitExceededError, collect
 
@@ -88,6 +89,15 @@ class InspectEngine(Engine):
             text=choice.message.text, reasoning="\n".join(reasoning) or None,
             finish_reason="length" if choice.stop_reason == "max_tokens" else choice.stop_reason,
             native=choice, **tokens)
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
+        """US dollars from Inspect's cost data of the model (``--model-cost-config``,
+        `inspect_ai.model.set_model_info`); None where it has none."""
+        info = get_model_info(self.model)
+        price = info.cost if info is not None else None
+        if price is None:
+            return None
+        return (prompt_tokens * price.input + completion_tokens * price.output) / 1_000_000
 
     def describe(self) -> dict[str, object]:
         return {"engine": self.name, "model": str(self.model)}

@@ -12,11 +12,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ...budget import Budget, Cost, forecast, left_for, spent_by
+from ...budget import Budget, Cost, Forecast, forecast, left_for, spent_by
 from ...config import RSAConfig
 from ...engines.base import Engine
 from ...loop import RSALoop
@@ -118,18 +119,21 @@ class RSAGenerateMixin:
         failures: list[str] = []
         runs_of_task: Counter[str] = Counter()
         plans = [(g, *self._group_config(g.gen_kwargs, g.task)) for g in groups.values()]
-        firsts = [forecast(engine, config, [problems[i] for i in g.indices]).first_step
-                  for g, config, engine in plans]
+        forecasts = [forecast(engine, config, [problems[i] for i in g.indices])
+                     for g, config, engine in plans]
+        firsts = [f.first_step for f in forecasts]
         if self.rsa.config.budgeted:  # one budget for the whole lm-eval run: refuse it up front
             Budget(plans[0][1], plans[0][2]).check_first_steps(sum(firsts, Cost()),
                                                                len(problems))
+        progress = self.rsa.progress if self.rsa.progress is not None else not disable_tqdm
+        if progress or self.rsa.config.budgeted:  # the whole run's worst case, before any call
+            print(_whole(forecasts).line(self.rsa.config), file=sys.stderr, flush=True)
         used = Cost()
         for n, (group, config, engine) in enumerate(plans):
             if config.budgeted:  # what earlier tasks used; later tasks' first steps held back
                 config = left_for(config, used, sum(firsts[n + 1:], Cost()))
-            progress = self.rsa.progress if self.rsa.progress is not None else not disable_tqdm
             loop = RSALoop(engine, config, trace=self._trace(group.task, runs_of_task[group.task]),
-                           resume=self.rsa.resume, progress=progress,
+                           resume=self.rsa.resume, progress=progress, announce=False,
                            run_info={"lm_eval_model": type(self).__name__, "task": group.task})
             runs_of_task[group.task] += 1
             results = self._rsa_run(loop, [problems[i] for i in group.indices])
@@ -246,6 +250,13 @@ class RSAGenerateMixin:
         if key not in warned:
             warned.add(key)
             logger.warning(message)
+
+
+def _whole(forecasts: list[Forecast]) -> Forecast:
+    """One forecast of several runs (one per task) that share the budget."""
+    return Forecast(sum(f.problems for f in forecasts), sum(f.generations for f in forecasts),
+                    sum(f.restored for f in forecasts), sum((f.worst for f in forecasts), Cost()),
+                    sum((f.first_step for f in forecasts), Cost()), forecasts[0].limits)
 
 
 def _settings(mark: Any) -> str:
