@@ -1,9 +1,12 @@
 """Answer extraction: what a completion commits to, per answer kind.
 
-Extraction depends on the task kind: the last ``\\boxed{}`` (math), an option letter (multiple
-choice), the last ``<answer>`` tag (reasoning-gym), the last fenced block (code); general answers
-take the most explicit marker present: an ``<answer>`` tag, a ``\\boxed{}``, an ``ANSWER:`` /
-``Final answer:`` line, gsm8k's ``#### 42``, ``The answer is 42.``, else the last line.
+Each kind of `rsa_plugins.kinds` names its extractor here: the last ``\\boxed{}`` (math), an
+option letter (multiple choice), the last ``<answer>`` tag (reasoning-gym), the last fenced block
+(code).  General answers take the most explicit marker present: an ``<answer>`` tag, a
+``\\boxed{}``, the last ``ANSWER:`` / ``Final answer:`` anywhere on a line, gsm8k's ``#### 42``,
+``The (final) answer is 42``, else a short last line.  Answers are read the way models write them:
+bold, inside ``$...$`` or ``\\(...\\)``, "The final answer is $42$. I hope it is correct.".  A
+completion that commits to nothing gives None (counted as ``no_answer``), never its whole text.
 
 Equivalence and voting live in `rsa_plugins.equivalence` (imported here too).
 """
@@ -19,18 +22,26 @@ __all__ = ["extract", "detect_kind", "last_boxed", "answer_key", "cluster", "ent
            "equivalent", "normalize", "vote"]
 
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.S | re.I)
-_MARKED = re.compile(r"(?:^|\n)\s*(?:\*\*)?(?:final\s+answer|answer)(?:\*\*)?\s*[:：]\s*(.+)", re.I)
+#: ``ANSWER: 42`` / ``Final answer: 42`` anywhere on a line (bold markers too); the last one wins
+_MARKED = re.compile(r"(?<![A-Za-z])(?:\*\*|__)?(?:final\s+answer|answer)(?:\*\*|__)?[ \t]*[:：]"
+                     r"(?:\*\*|__)?", re.I)
 _FENCE = re.compile(r"```[^\n`]*\n(.*?)```", re.S)
 _GSM8K = re.compile(r"(?:^|(?<=\s))####[ \t]*\$?[ \t]*(-?[\d,]*\.?\d+)[ \t]*\.?[ \t]*$", re.M)
-_ANSWER_IS = re.compile(r"\bthe\s+(?:final\s+)?answer\s+is\s*:?[ \t]*(.+?)[ \t]*(?:\.(?=\s)|\.?$)",
-                        re.I | re.M)
+_ANSWER_IS = re.compile(r"\bthe\s+(?:final\s+|correct\s+|best\s+)?answer\s+is\s*:?[ \t]*(.+?)"
+                        r"[ \t]*(?:\.(?=\s)|\.?$)", re.I | re.M)
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
+_LETTER = r"\(?\**\(?([A-Z])\)?\**\)?"
 _LETTER_PATTERNS = [
-    re.compile(r"\\boxed\{\s*\(?([A-Z])\)?\s*\}"),
-    re.compile(r"ANSWER\s*[:：]\s*\(?([A-Z])\)?\b"),
-    re.compile(r"answer\s+is\s*[:：]?\s*\(?\**([A-Z])\**\)?(?![a-zA-Z])", re.I),
-    re.compile(r"(?:^|\n)\s*\(?([A-Z])\)?\s*$"),
+    re.compile(r"\\boxed\{\s*(?:\\text(?:bf)?\{)?\s*\(?([A-Z])\)?\s*\}"),
+    re.compile(r"(?i:answer)(?:\*\*)?\s*[:：]\s*(?:\$\s*)?" + _LETTER + r"(?![A-Za-z])"),
+    re.compile(r"(?i:answer\s+is)\s*[:：]?\s*(?:\$\s*)?" + _LETTER + r"(?![a-zA-Z])"),
+    re.compile(r"(?:^|\n)\s*(?:\*\*)?\(?([A-Z])\)?(?:\*\*)?[.:]?\s*$"),
 ]
+#: wrappers models put around an answer: bold, italics, LaTeX math, \text{}, \boxed{}
+_WRAPPERS = (("**", "**"), ("__", "__"), ("*", "*"), ("$", "$"), ("\\(", "\\)"),
+             ("\\[", "\\]"), ("`", "`"))
+#: a last line this short may be the answer itself ("Paris", "42"); longer prose is none
+_SHORT_WORDS, _SHORT_CHARS = 8, 80
 
 
 def last_boxed(text: str) -> str | None:
@@ -57,18 +68,44 @@ def _last(pattern: re.Pattern[str], text: str) -> str | None:
     return found[-1].strip() if found else None
 
 
-def _letter(text: str, n_choices: int | None) -> str | None:
-    allowed = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[: n_choices or 26]
-    for pattern in _LETTER_PATTERNS:
-        hits = [h.upper() for h in pattern.findall(text) if h.upper() in allowed]
-        if hits:
-            return hits[-1]
-    return None
+def _unwrap(answer: str) -> str | None:
+    """An answer without what models wrap it in: ``**$42$**.`` -> ``42``."""
+    s = answer.strip()
+    while True:
+        before = s
+        s = s.strip().rstrip(".;,").strip()
+        if s.startswith(("\\boxed", "\\fbox")):
+            s = last_boxed(s) or s
+        if s.startswith("\\text{") and s.endswith("}"):
+            s = s[6:-1]
+        for left, right in _WRAPPERS:
+            if len(s) > len(left) + len(right) and s.startswith(left) and s.endswith(right):
+                s = s[len(left):-len(right)]
+        if s.startswith("$") and s.count("$") == 1:  # a currency sign: $1,000
+            s = s[1:]
+        if s == before:
+            return s or None
 
 
-def _last_number(text: str) -> str | None:
-    found = _NUMBER.findall(text)
-    return found[-1].replace(",", "") if found else None
+def _marked(text: str) -> str | None:
+    """The last ``ANSWER:`` / ``Final answer:``: the rest of its line, read as an answer
+    ("Final Answer: The final answer is $5$. I hope it is correct." -> ``5``)."""
+    last = None
+    for last in _MARKED.finditer(text):
+        pass
+    found = text[last.end():].split("\n", 1)[0].strip() if last is not None else ""
+    if not found:
+        return None
+    return _answer_is(found) or _unwrap(found)
+
+
+def _answer_is(text: str) -> str | None:
+    """``The answer is 42.`` / ``the final answer is $42$``: that sentence's rest, last one."""
+    found = _last(_ANSWER_IS, text)
+    if not found:
+        return None
+    boxed = last_boxed(found) if "\\boxed" in found else None
+    return boxed or _unwrap(found)
 
 
 def _gsm8k(text: str) -> str | None:
@@ -77,43 +114,86 @@ def _gsm8k(text: str) -> str | None:
     return found.replace(",", "") if found else None
 
 
-def _answer_is(text: str) -> str | None:
-    """gsm8k-cot's ``The answer is 42.``: the rest of that sentence, last occurrence."""
-    found = _last(_ANSWER_IS, text)
-    return found.strip("*$ \t") if found else None
+def _last_number(text: str) -> str | None:
+    found = _NUMBER.findall(text)
+    return found[-1].replace(",", "") if found else None
+
+
+def _short_last_line(text: str) -> str | None:
+    """The last line when it is short enough to be the answer itself, else None."""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    if not lines:
+        return None
+    line = _unwrap(lines[-1])
+    if line is None or len(line) > _SHORT_CHARS or len(line.split()) > _SHORT_WORDS:
+        return None
+    return line
 
 
 #: general answers, most explicit first: (text the marker needs, finder)
 _GENERAL_MARKERS: tuple[tuple[str, Callable[[str], str | None]], ...] = (
     ("<answer>", lambda t: _last(_ANSWER_TAG, t)),
-    ("", last_boxed),
-    ("answer", lambda t: _last(_MARKED, t)),
+    ("\\boxed", last_boxed),
+    ("\\fbox", last_boxed),
+    ("answer", _marked),
     ("####", _gsm8k),
     ("answer", _answer_is),
 )
 
 
-def extract(text: str, kind: str = "general", n_choices: int | None = None) -> str | None:
-    """The answer a completion commits to, or None when it commits to none."""
-    if not text:
-        return None
-    if kind == "reasoning_gym":
-        return _last(_ANSWER_TAG, text)
-    if kind == "math":
-        return last_boxed(text) or _last(_MARKED, text) or _last_number(text)
-    if kind == "multiple_choice":
-        return _letter(text, n_choices)
-    if kind == "code":
-        return _last(_FENCE, text) or text.strip()
-    # general / auto: the most explicit marker present wins
+# ------------------------------------------------------------------ extractors per kind
+# (text, n_choices) -> answer or None; `rsa_plugins.kinds` names one per kind
+
+
+def general_answer(text: str, n_choices: int | None = None) -> str | None:
+    """The most explicit marker present, else a short last line, else None."""
     low = text.lower()
     for needle, find in _GENERAL_MARKERS:
         if needle in low:  # a regex runs only where it can match
             found = find(text)
             if found:
                 return found
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else None
+    return _short_last_line(text)
+
+
+def math_answer(text: str, n_choices: int | None = None) -> str | None:
+    """The last ``\\boxed{}``, else a marked answer, else the last number."""
+    boxed = last_boxed(text) if "\\boxed" in text or "\\fbox" in text else None
+    if boxed:
+        return boxed
+    if "answer" in text.lower():
+        found = _marked(text) or _answer_is(text)
+        if found:
+            return found
+    return _gsm8k(text) if "####" in text else _last_number(text)
+
+
+def choice_answer(text: str, n_choices: int | None = None) -> str | None:
+    """An option letter (A..., within `n_choices`), the most explicit pattern first."""
+    allowed = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[: n_choices or 26]
+    for pattern in _LETTER_PATTERNS:
+        hits = [h.upper() for h in pattern.findall(text) if h.upper() in allowed]
+        if hits:
+            return hits[-1]
+    return None
+
+
+def code_answer(text: str, n_choices: int | None = None) -> str | None:
+    """The last fenced block, else the completion itself (a code completion is the program)."""
+    return _last(_FENCE, text) or text.strip() or None
+
+
+def tagged_answer(text: str, n_choices: int | None = None) -> str | None:
+    """The last ``<answer>...</answer>``."""
+    return _last(_ANSWER_TAG, text)
+
+
+def extract(text: str, kind: str = "general", n_choices: int | None = None) -> str | None:
+    """The answer a completion commits to, or None when it commits to none (`rsa_plugins.kinds`
+    says how each kind reads it)."""
+    if not text:
+        return None
+    return _kinds.get("general" if kind == "auto" else kind).extract(text, n_choices)
 
 
 def detect_kind(prompt: str, choices: Sequence[str] | None = None) -> str:
@@ -128,3 +208,6 @@ def detect_kind(prompt: str, choices: Sequence[str] | None = None) -> str:
                                      prompt, re.I):
         return "code"
     return "general"
+
+
+from . import kinds as _kinds  # noqa: E402  (the table names the extractors above)

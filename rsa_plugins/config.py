@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from .kinds import NAMES as _KIND_NAMES
 from .validate import ConfigError, check_choice, check_int
 
 __all__ = ["RSAConfig", "ConfigError", "SELECTIONS", "VIEWS", "ORDERS", "KINDS"]
@@ -16,7 +17,7 @@ SELECTIONS = ("majority", "random")
 VIEWS = ("full", "answer", "tail")
 ORDERS = ("drawn", "index")
 #: answer kinds: how answers are extracted and compared ("auto": detected from the prompt)
-KINDS = ("auto", "math", "multiple_choice", "code", "reasoning_gym", "general")
+KINDS = ("auto", *_KIND_NAMES)
 
 
 @dataclass(frozen=True)
