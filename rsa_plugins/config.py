@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .kinds import NAMES as _KIND_NAMES
-from .validate import ConfigError, check_choice, check_int
+from .validate import ConfigError, check_choice, check_int, refuse_unknown
 
 __all__ = ["RSAConfig", "ConfigError", "SELECTIONS", "VIEWS", "ORDERS", "KINDS"]
 
@@ -20,6 +20,7 @@ ORDERS = ("drawn", "index")
 KINDS = ("auto", *_KIND_NAMES)
 
 
+@refuse_unknown
 @dataclass(frozen=True)
 class RSAConfig:
     """Parameters of Recursive Self-Aggregation (paper semantics).

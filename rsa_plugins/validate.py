@@ -6,9 +6,13 @@ or ``unknown option 'populaton' (did you mean 'population'?)``.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import functools
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeVar
+
+_Class = TypeVar("_Class", bound=type)
 
 
 class ConfigError(ValueError):
@@ -62,3 +66,18 @@ def check_known(kind: str, given: Iterable[str], valid: Iterable[str]) -> None:
     for name in given:
         if name not in valid:
             raise ConfigError(f"unknown {kind} {name!r}{did_you_mean(name, valid)}")
+
+
+def refuse_unknown(cls: _Class) -> _Class:
+    """Make a dataclass refuse unknown keyword arguments with a `ConfigError` naming the closest
+    field (``unknown RSAConfig field 'populaton' (did you mean 'population'?)``)."""
+    init = cls.__init__
+    names = {f.name for f in dataclasses.fields(cls)}
+
+    @functools.wraps(init)
+    def checked(self: Any, *args: Any, **kwargs: Any) -> None:
+        check_known(f"{cls.__name__} field", kwargs, names)
+        init(self, *args, **kwargs)
+
+    cls.__init__ = checked  # type: ignore[misc]
+    return cls

@@ -29,6 +29,9 @@ from .errors import (
 )
 from .http import OpenAIServer, parse_choices
 
+#: request fields passed on as they are that LiteLLM does not name but OpenAI-compatible servers
+#: (vLLM, SGLang) take; LiteLLM's own `completion` arguments pass through too
+EXTRA_FIELDS = ("top_k", "min_p", "repetition_penalty", "extra_body", "chat_template_kwargs")
 #: providers whose servers speak the plain OpenAI chat-completions protocol at `api_base`
 OPENAI_COMPATIBLE = {"hosted_vllm", "openai", "openai_like", "custom_openai", "lm_studio",
                      "llamafile", "sglang", "xinference"}
@@ -223,3 +226,16 @@ class LiteLLMEngine(Engine):
         """Close this engine's own HTTP sessions (LiteLLM's shared clients: `rsa_plugins.aclose`)."""
         if self._http is not None:
             await self._http.aclose()
+
+
+def option_names() -> set[str]:
+    """Every keyword `LiteLLMEngine` accepts: its own, LiteLLM's `completion` arguments and
+    `EXTRA_FIELDS` (the documented pass-through request fields)."""
+    import inspect
+
+    import litellm
+
+    own = set(inspect.signature(LiteLLMEngine.__init__).parameters)
+    passed = set(inspect.signature(litellm.completion).parameters)
+    return (own | passed | set(EXTRA_FIELDS)) - {"self", "completion_kwargs", "kwargs", "model",
+                                                  "messages"}
