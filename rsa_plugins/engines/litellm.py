@@ -32,6 +32,9 @@ from .http import OpenAIServer, parse_choices
 #: request fields passed on as they are that LiteLLM does not name but OpenAI-compatible servers
 #: (vLLM, SGLang) take; LiteLLM's own `completion` arguments pass through too
 EXTRA_FIELDS = ("top_k", "min_p", "repetition_penalty", "extra_body", "chat_template_kwargs")
+#: hosts that refuse more than 4 stop strings (OpenAI's API and Azure's); other servers reached
+#: directly (vLLM, SGLang, ...) take every one
+CAPPED_HOSTS = ("api.openai.com", ".openai.azure.com", "api.groq.com")
 #: providers whose servers speak the plain OpenAI chat-completions protocol at `api_base`
 OPENAI_COMPATIBLE = {"hosted_vllm", "openai", "openai_like", "custom_openai", "lm_studio",
                      "llamafile", "sglang", "xinference"}
@@ -80,6 +83,13 @@ class LiteLLMEngine(Engine):
         self.supports_n = use_n
         self._semaphores: dict[int, asyncio.Semaphore] = {}
         self._http = self._resolve_transport(transport)
+        # LiteLLM's `completion` keeps the first 4 stop strings for every provider (unless
+        # `litellm.disable_stop_sequence_limit`); the direct transport sends all but to
+        # hosts that refuse more
+        capped = self._http is None and not litellm.disable_stop_sequence_limit
+        if self._http is not None and any(h in self._http.base for h in CAPPED_HOSTS):
+            capped = True
+        self.max_stop = 4 if capped else None
         self._fatal: FatalAPIError | None = None  # set by a 401/403/404: every call would fail
 
     def _resolve_transport(self, transport: str) -> OpenAIServer | None:
@@ -116,7 +126,8 @@ class LiteLLMEngine(Engine):
 
     def describe(self) -> dict[str, object]:
         return {"engine": self.name, "model": self.model, "api_base": self.api_base,
-                "transport": "litellm" if self._http is None else "http"}
+                "transport": "litellm" if self._http is None else "http",
+                "max_stop": self.max_stop}
 
     def _semaphore(self) -> asyncio.Semaphore:
         loop_id = id(asyncio.get_running_loop())
@@ -146,8 +157,8 @@ class LiteLLMEngine(Engine):
         kwargs.update(req.extra)
         kwargs.update(messages=req.messages, temperature=req.temperature, seed=seed,
                       timeout=self.timeout, caching=False, num_retries=0)
-        if req.stop:  # OpenAI-style APIs take at most 4 stop strings
-            kwargs["stop"] = list(req.stop[:4])
+        if req.stop:  # every one, but where the provider takes fewer (`max_stop`)
+            kwargs["stop"] = self.stop_sent(req.stop)
         if req.prefill is not None and self.model.startswith("hosted_vllm/"):
             # vLLM's chat API continues the assistant prefill instead of starting a new turn
             kwargs["extra_body"] = {**(kwargs.get("extra_body") or {}),

@@ -119,9 +119,11 @@ class RSAGenerateMixin:
         for group in groups.values():
             config, engine = self._group_config(group.gen_kwargs, group.task)
             progress = self.rsa.progress if self.rsa.progress is not None else not disable_tqdm
+            sent = self._stop_sent(engine, config, group.task)
             loop = RSALoop(engine, config, trace=self._trace(group.task, runs_of_task[group.task]),
                            resume=self.rsa.resume, progress=progress,
-                           run_info={"lm_eval_model": type(self).__name__, "task": group.task})
+                           run_info={"lm_eval_model": type(self).__name__, "task": group.task,
+                                     "stop_sent": sent})
             runs_of_task[group.task] += 1
             results = self._rsa_run(loop, [problems[i] for i in group.indices])
             for i, result in zip(group.indices, results):
@@ -134,7 +136,7 @@ class RSAGenerateMixin:
                 if hook is not None:
                     hook.add_partial("generate_until", requests[i].args, out)
             self._rsa_runs.append({"task": group.task, "requests": len(group.indices),
-                                   "config": config.to_dict()})
+                                   "config": config.to_dict(), "stop_sent": sent})
             self._rsa_engine_info = {**engine.describe(), **_counters(engine)}
         if len(failures) == len(requests):
             raise RSARunError(f"RSA failed for every request ({len(failures)}); first: "
@@ -201,6 +203,16 @@ class RSAGenerateMixin:
             changes["sampling"] = {**kw, **cfg.sampling}
         engine, config = self._rsa_engine(cfg.replace(**changes))
         return config, engine
+
+    def _stop_sent(self, engine: Engine, config: RSAConfig, task: str) -> list[str]:
+        """The stop strings requests really carry (a warning when the provider takes fewer)."""
+        sent = engine.stop_sent(config.stop)
+        if len(sent) < len(config.stop):
+            self._warn_once(f"stop:{task}", (
+                f"task {task} stops at {len(config.stop)} strings {list(config.stop)}, but this "
+                f"provider takes {len(sent)}: requests send {sent} (the results' rsa.runs and "
+                "the trace record them)"))
+        return sent
 
     def _announce(self, requests: list[Any]) -> None:
         """One line with the model calls the run makes; a warning for repeated documents."""
