@@ -173,14 +173,49 @@ def cut(text: str, stop: list[str], max_tokens: int | None) -> tuple[str, str]:
     return text, finish
 
 
+PIECE = re.compile(r"\s*\S+|\s+$")
+SUM = re.compile(r"Which number equals (\d+) plus (\d+)\?")
+
+
+def prompt_logprobs(pieces: list[str]) -> tuple[list[float], list[dict[str, float]]]:
+    """Log-probabilities of a prompt's pieces as a model that knows the sums would give them:
+    after the last "Answer:", a number other than the asked sum is unlikely (-6), anything else
+    likely (-0.1); each position's top alternative is the likely one."""
+    text = "".join(pieces)
+    asked = list(SUM.finditer(text))
+    answer_at = text.rfind("Answer:")
+    expected = str(sum(map(int, asked[-1].groups()))) if asked else None
+    logprobs, tops, at = [], [], 0
+    for piece in pieces:
+        word = piece.strip().rstrip(".")
+        wrong = (expected is not None and at >= answer_at >= 0 and word.lstrip("-").isdigit()
+                 and word != expected)
+        lp = -6.0 if wrong else -0.1
+        logprobs.append(lp)
+        tops.append({piece: lp, **({f" {expected}": -0.1} if wrong else {})})
+        at += len(piece)
+    return logprobs, tops
+
+
 def serve(port: int, model: str, max_model_len: int, pad_words: int, fail: int | None,
-          lifetime: float) -> None:
+          lifetime: float, completions: bool = True) -> None:
     import asyncio
 
     from aiohttp import web
 
     log: list[dict[str, Any]] = []
-    counters = {"tokenize": 0}
+    counters = {"tokenize": 0, "completions": 0}
+    vocab: dict[str, int] = {}
+    words: list[str] = []
+
+    def ids(text: str) -> list[int]:
+        out = []
+        for piece in PIECE.findall(text):
+            if piece not in vocab:
+                vocab[piece] = len(words)
+                words.append(piece)
+            out.append(vocab[piece])
+        return out
 
     def error(status: int, message: str, kind: str) -> web.Response:
         return web.json_response({"error": {"message": message, "type": kind, "param": None,
@@ -233,10 +268,50 @@ def serve(port: int, model: str, max_model_len: int, pad_words: int, fail: int |
         counters["tokenize"] += 1
         if "messages" in body:
             count = count_tokens(body["messages"])
-        else:
-            count = len(str(body.get("prompt", "")).split())
-        return web.json_response({"count": count, "max_model_len": max_model_len,
-                                  "tokens": list(range(count))})
+            return web.json_response({"count": count, "max_model_len": max_model_len,
+                                      "tokens": list(range(count))})
+        tokens = ids(str(body.get("prompt", "")))
+        return web.json_response({"count": len(tokens), "max_model_len": max_model_len,
+                                  "tokens": tokens})
+
+    async def detokenize(request: web.Request) -> web.Response:
+        body = await request.json()
+        return web.json_response({"prompt": "".join(words[i] for i in body.get("tokens", []))})
+
+    async def tokenizer_info(request: web.Request) -> web.Response:
+        return web.json_response({"eos_token": "</s>", "bos_token": "<s>", "pad_token": None,
+                                  "tokenizer_class": "stub", "chat_template": None})
+
+    async def complete(request: web.Request) -> web.Response:
+        """``/v1/completions``: with ``echo`` and ``logprobs``, the prompt's log-probabilities
+        (lm-eval's local-completions scores log-likelihoods so), plus one generated piece."""
+        if not completions:
+            return error(404, "Not Found", "NotFoundError")
+        body = await request.json()
+        counters["completions"] += 1
+        prompts = body.get("prompt")
+        if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
+            prompts = [prompts]
+        choices = []
+        for i, prompt in enumerate(prompts or []):
+            pieces = [words[t] for t in prompt] if not isinstance(prompt, str) else \
+                PIECE.findall(prompt)
+            text = "".join(pieces)
+            if body.get("echo"):
+                logprobs, tops = prompt_logprobs([*pieces, " ."])
+                choices.append({"index": i, "text": text + " .", "finish_reason": "length",
+                                "logprobs": {"tokens": [*pieces, " ."], "token_logprobs":
+                                             [None, *logprobs[1:]], "top_logprobs":
+                                             [None, *tops[1:]]}})
+            else:
+                reply, _ = reply_for([{"role": "user", "content": text}], pad_words)
+                choices.append({"index": i, "text": reply, "finish_reason": "stop",
+                                "logprobs": None})
+        return web.json_response({"id": f"cmpl-{counters['completions']}",
+                                  "object": "text_completion", "created": int(time.time()),
+                                  "model": body.get("model", model), "choices": choices,
+                                  "usage": {"prompt_tokens": 0, "completion_tokens": 0,
+                                            "total_tokens": 0}})
 
     async def get_log(request: web.Request) -> web.Response:
         return web.json_response(log)
@@ -244,18 +319,21 @@ def serve(port: int, model: str, max_model_len: int, pad_words: int, fail: int |
     async def stats(request: web.Request) -> web.Response:
         rejected = sum(1 for e in log if e["status"] != 200)
         return web.json_response({"requests": len(log), "served": len(log) - rejected,
-                                  "rejected": rejected, "tokenize": counters["tokenize"]})
+                                  "rejected": rejected, "tokenize": counters["tokenize"],
+                                  "completions": counters["completions"]})
 
     async def reset(request: web.Request) -> web.Response:
         log.clear()
-        counters["tokenize"] = 0
+        counters.update(tokenize=0, completions=0)
         return web.json_response({"ok": True})
 
     from servers import serve_app
 
     serve_app([("POST", "/v1/chat/completions", chat), ("GET", "/v1/models", models),
-               ("POST", "/tokenize", tokenize), ("GET", "/log", get_log), ("GET", "/stats", stats),
-               ("POST", "/reset", reset)], port, lifetime, max_body=64 * 1024 * 1024)
+               ("POST", "/v1/completions", complete), ("POST", "/tokenize", tokenize),
+               ("POST", "/detokenize", detokenize), ("GET", "/tokenizer_info", tokenizer_info),
+               ("GET", "/log", get_log), ("GET", "/stats", stats), ("POST", "/reset", reset)],
+              port, lifetime, max_body=64 * 1024 * 1024)
 
 
 class FormatStub:
@@ -266,7 +344,8 @@ class FormatStub:
     """
 
     def __init__(self, model: str = "stub", max_model_len: int = 65536, pad_words: int = 0,
-                 fail: int | None = None, lifetime: float = 3600.0) -> None:
+                 fail: int | None = None, lifetime: float = 3600.0,
+                 completions: bool = True) -> None:
         from servers import free_port
 
         self.model, self.max_model_len = model, max_model_len
@@ -277,6 +356,8 @@ class FormatStub:
                       "--pad-words", str(pad_words), "--lifetime", str(lifetime)]
         if fail is not None:
             self._args += ["--fail", str(fail)]
+        if not completions:
+            self._args.append("--no-completions")
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> FormatStub:
@@ -322,5 +403,8 @@ if __name__ == "__main__":
     ap.add_argument("--pad-words", type=int, default=0)
     ap.add_argument("--fail", type=int, default=None)
     ap.add_argument("--lifetime", type=float, default=3600.0)
+    ap.add_argument("--no-completions", action="store_true", help="no /v1/completions (a "
+                    "chat-only API: no prompt log-probabilities)")
     a = ap.parse_args()
-    serve(a.port, a.model, a.max_model_len, a.pad_words, a.fail, a.lifetime)
+    serve(a.port, a.model, a.max_model_len, a.pad_words, a.fail, a.lifetime,
+          not a.no_completions)

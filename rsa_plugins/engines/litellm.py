@@ -114,6 +114,21 @@ class LiteLLMEngine(Engine):
             return None
         return OpenAIServer(base, name, self._api_key or key, self.concurrency, self.timeout)
 
+    def openai_server(self) -> tuple[str, str, str | None] | None:
+        """(base URL, served model name, API key) of the OpenAI-compatible server this engine
+        calls, or None for other providers (hosted APIs LiteLLM translates, a Router)."""
+        import litellm
+
+        if self.router is not None:
+            return None
+        try:
+            name, provider, key, base = litellm.get_llm_provider(self.model, api_base=self.api_base)
+        except Exception:  # noqa: BLE001
+            return None
+        if provider not in OPENAI_COMPATIBLE or not base:
+            return None
+        return str(base).rstrip("/"), name, self._api_key or key
+
     def _provider_accepts_n(self) -> bool:
         import litellm
 

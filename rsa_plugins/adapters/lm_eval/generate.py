@@ -61,7 +61,7 @@ class RSAGenerateMixin:
     @classmethod
     def create_from_arg_string(cls, arg_string: str,
                                additional_config: dict[str, Any] | None = None) -> Any:
-        from lm_eval.utils import simple_parse_args_string
+        from ._compat import simple_parse_args_string
 
         return cls.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
 
@@ -174,7 +174,7 @@ class RSAGenerateMixin:
     def _group_config(self, gen_kwargs: dict[str, Any], task: str) -> tuple[RSAConfig, Engine]:
         """RSA config and engine for one task: the task's stop strings and budget at every step,
         its sampling unless the model_args say otherwise (greedy tasks are sampled anyway)."""
-        from lm_eval.models.utils import normalize_gen_kwargs
+        from ._compat import normalize_gen_kwargs
 
         kw = dict(normalize_gen_kwargs(gen_kwargs, default_max_gen_toks=self._max_gen_toks))
         until = [s for s in kw.pop("until", []) if s]
