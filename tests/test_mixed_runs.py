@@ -87,3 +87,16 @@ def test_a_server_that_cannot_be_reached_is_refused_naming_the_task():
     req = Instance("loglikelihood", {}, ("ctx", " cont"), 0, ("hellaswag", 0, 1))
     with pytest.raises(ConfigError, match="cannot score hellaswag.*generative variant"):
         lm.loglikelihood([req])
+
+
+def test_chat_templated_log_likelihoods_without_a_template_are_refused_before_generating(
+        tmp_path):
+    import lm_eval
+
+    manager = tasks(tmp_path)
+    with FormatStub() as stub:  # remote tokenizer, no chat template to render prompts with
+        with pytest.raises(ConfigError, match="local_arc_easy scores log-likelihoods of chat"):
+            lm_eval.simple_evaluate(model="rsa-litellm", model_args=rsa_args(stub),
+                                    tasks=["local_gsm8k", "local_arc_easy"], task_manager=manager,
+                                    bootstrap_iters=0, apply_chat_template=True)
+        assert stub.stats()["requests"] == 0

@@ -13,9 +13,8 @@ from ...engines.base import Engine
 from ...engines.litellm import LiteLLMEngine
 from ...loop import RSALoop
 from ...types import Message, Problem, RSAResult
-from ...validate import ConfigError
 from .generate import RSAGenerateMixin, logger
-from .loglikelihood import PromptScorer, loglikelihood_tasks, refusal
+from .loglikelihood import PromptScorer, pending_loglikelihood
 from .options import RSAOptions, check_model_args
 
 #: model_args passed on to every chat-completions request body as they are
@@ -76,10 +75,9 @@ class RSALiteLLM(RSAGenerateMixin, LM):
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
         """RSA on every request, once it is known that the run's log-likelihood requests (if
         any) can be served: a run is refused before it pays for generations it would lose."""
-        tasks = loglikelihood_tasks()
-        why = self.scorer.why_not() if tasks else None
-        if why is not None:
-            raise ConfigError(refusal(tasks, why))
+        pending = pending_loglikelihood()
+        if pending:
+            self.scorer.prepare(pending, self.__dict__.get("_chats", {}))
         return super().generate_until(requests, disable_tqdm)
 
     def _rsa_engine(self, config: RSAConfig) -> tuple[Engine, RSAConfig]:
@@ -99,7 +97,9 @@ class RSALiteLLM(RSAGenerateMixin, LM):
     def apply_chat_template(self, chat_history: list[Message],
                             add_generation_prompt: bool = True) -> str:
         """The messages as JSON (like lm-eval's API models); RSA reads the chat back."""
-        return self._remember_chat(json.dumps(chat_history, ensure_ascii=False), chat_history)
+        rendered = json.dumps(chat_history, ensure_ascii=False)
+        self.__dict__.setdefault("_chats", {})[rendered] = (chat_history, add_generation_prompt)
+        return self._remember_chat(rendered, chat_history)
 
     @property
     def tokenizer_name(self) -> str:
@@ -110,7 +110,8 @@ class RSALiteLLM(RSAGenerateMixin, LM):
 
     def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
         """Plain log-likelihoods (RSA does not apply), from the server's prompt log-probs."""
-        return self.scorer.score("loglikelihood", requests, disable_tqdm)
+        return self.scorer.score("loglikelihood", requests, disable_tqdm,
+                                 self.__dict__.get("_chats", {}))
 
     def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
         return self.scorer.score("loglikelihood_rolling", requests, disable_tqdm)

@@ -10,6 +10,7 @@ then lost.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import urllib.request
 from typing import Any
@@ -21,12 +22,13 @@ from ._compat import pending_requests
 LOGLIKELIHOOD = ("loglikelihood", "loglikelihood_rolling")
 
 
-def loglikelihood_tasks(requests: list[Any] | None = None) -> list[str]:
-    """The tasks whose log-likelihood requests are in `requests`, or pending in the running
-    lm-eval evaluation when `requests` is None."""
-    if requests is None:
-        pending = pending_requests() or {}
-        requests = [r for kind in LOGLIKELIHOOD for r in pending.get(kind, [])]
+def pending_loglikelihood() -> list[Any]:
+    """The log-likelihood requests pending in the running lm-eval evaluation."""
+    pending = pending_requests() or {}
+    return [r for kind in LOGLIKELIHOOD for r in pending.get(kind, [])]
+
+
+def loglikelihood_tasks(requests: list[Any]) -> list[str]:
     return sorted({str(getattr(r, "task_name", "?")) for r in requests})
 
 
@@ -62,8 +64,21 @@ class PromptScorer:
         return None if self._ok else (f"the server at {self.server[0]} returns no prompt "
                                       "log-probabilities (/v1/completions with echo)")
 
-    def score(self, method: str, requests: list[Any], disable_tqdm: bool) -> list[Any]:
-        """lm-eval's `method` (``loglikelihood`` / ``loglikelihood_rolling``) on `requests`."""
+    def score(self, method: str, requests: list[Any], disable_tqdm: bool,
+              chats: dict[str, tuple[list[Any], bool]] | None = None) -> list[Any]:
+        """lm-eval's `method` (``loglikelihood`` / ``loglikelihood_rolling``) on `requests`.
+
+        `chats`: contexts that lm-eval rendered through rsa-litellm's chat template (the
+        messages as JSON) -> (messages, add_generation_prompt); they are rendered again as
+        ``local-completions`` renders a chat (the model's template, from its tokenizer).
+        """
+        self.prepare(requests, chats or {})
+        if chats:
+            requests = [self._rendered(r, chats) for r in requests]
+        return getattr(self._lm, method)(requests, disable_tqdm=disable_tqdm)
+
+    def prepare(self, requests: list[Any], chats: dict[str, tuple[list[Any], bool]]) -> None:
+        """Make sure `requests` can be scored (a one-line `ConfigError` otherwise)."""
         why = self.why_not()
         if why is not None:
             raise ConfigError(refusal(loglikelihood_tasks(requests), why))
@@ -77,7 +92,23 @@ class PromptScorer:
                 opts.setdefault("tokenizer", name)
             self._lm = LocalCompletionsAPI(base_url=f"{base}/completions", model=name,
                                            auth_token=key, **opts)
-        return getattr(self._lm, method)(requests, disable_tqdm=disable_tqdm)
+        for request in requests:  # chat-templated prompts can be rendered as lm-eval would
+            if request.args[0] in chats:
+                self._rendered(request, chats)
+                break
+
+    def _rendered(self, request: Any, chats: dict[str, tuple[list[Any], bool]]) -> Any:
+        found = chats.get(request.args[0])
+        if found is None:
+            return request
+        text = self._lm.apply_chat_template(found[0], add_generation_prompt=found[1])
+        if type(text) is not str:  # lm-eval keeps the messages: no template to render with
+            raise ConfigError(
+                f"rsa-litellm: {request.task_name} scores log-likelihoods of chat-templated "
+                "prompts, which needs the model's chat template: pass tokenizer=<its Hugging "
+                "Face tokenizer>,tokenizer_backend=huggingface in --model_args, or run it "
+                "without --apply_chat_template")
+        return dataclasses.replace(request, arguments=(text, *request.args[1:]))
 
 
 def probe(base: str, name: str, key: str | None, timeout: float = 60.0) -> bool:
