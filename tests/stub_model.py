@@ -61,7 +61,7 @@ MUL = r"(?P<name3>[A-Z][a-z]+) buys (?P<e>\d+) boxes of (?P<thing3>[a-z]+) with 
 MC = r"Which number equals (?P<g>\d+) plus (?P<h>\d+)\?"
 QA = r"[Ww]hat is (?P<i>\d+) plus (?P<j>\d+)\b"
 CODE = r"Return the sum of (?P<k>\d+) and (?P<l>\d+)\."
-MBPP = (r"return the sum of (?P<m>\d+) and (?P<n>\d+)\. Your code should pass these tests:\s*"
+MBPP = (r"return the sum of (?P<m>\d+) and (?P<n>\d+)\.\s+Your code should pass these tests:\s*"
         r"assert (?P<fn>\w+)\(\)")
 PROBLEM = re.compile("|".join(f"(?:{p})" for p in (ADD, SUB, MUL, MC, QA, CODE, MBPP)))
 OPTION = re.compile(r"^\s*\(?([A-J])[.)]\s*(-?\d+)\s*$", re.M)

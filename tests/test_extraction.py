@@ -147,3 +147,17 @@ def test_a_population_without_answers_says_so_instead_of_voting_over_texts():
     assert result.steps[-1]["no_answer"] == 4
     assert result.steps[-1]["distinct_answers"] == 0
     assert result.chosen is not None  # still a reply: a uniform pick
+
+
+def test_candidate_views_keep_leading_indentation():
+    """A humaneval completion is the body of a function: its first line's indentation is code
+    (issue 22, item 1).  Only trailing whitespace and leading blank lines go."""
+    from rsa_plugins.config import RSAConfig
+    from rsa_plugins.prompts import candidate_view
+    from rsa_plugins.types import Candidate, Problem
+
+    problem = Problem('def f():\n    """Return 7."""\n', kind="code")
+    cand = Candidate(1, 0, [], 0, Completion(text="\n  \n    x = 7\n    return x\n\n  "))
+    for view in ("full", "tail"):
+        assert candidate_view(cand, RSAConfig(view=view), problem, "code") == \
+            "    x = 7\n    return x"
