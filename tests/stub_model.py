@@ -13,7 +13,8 @@ cue in the request                 (task)                      reply ends with
 ``The final answer is``            gsm8k_cot_llama             ``The final answer is 7``
 ``I hope it is correct``           minerva_math                ``Final Answer: The final answer
                                                                is $7$. I hope it is correct.``
-``ANSWER:``                        an explicit instruction     ``ANSWER: 7``
+``ANSWER:``                        an explicit instruction     ``..., so ANSWER: 7`` (a
+                                                               letter: ``ANSWER: B`` alone)
 ``\\boxed``                         math instruction            ``\\boxed{7}``
 ``The best answer is``             arc_challenge_chat          ``The best answer is B.``
 ``[BEGIN]``                        mbpp                        the program, then ``[DONE]``
@@ -161,7 +162,10 @@ def reply_for(messages: list[dict[str, Any]], pad_words: int = 0) -> tuple[str, 
                "final": f"{reasoning} The final answer is {answer}",
                "minerva": f"{reasoning}\nFinal Answer: The final answer is ${answer}$. I hope it "
                           "is correct.",
-               "answer_line": f"{reasoning}\nANSWER: {answer}",
+               # inline for numbers ("... so ANSWER: 7"), as models often write it; a letter
+               # on its own line (Inspect's multiple_choice reads it there)
+               "answer_line": f"{reasoning}\nANSWER: {answer}" if kind == "choice" else
+                              f"{reasoning.rstrip('.')}, so ANSWER: {answer}",
                "boxed": f"{reasoning} So the result is \\boxed{{{answer}}}.",
                "best": f"{reasoning} The best answer is {answer}.",
                "short": answer, None: f"{reasoning} So the result is {answer}."}
