@@ -140,6 +140,10 @@ def open_ended(text: str, fmt: str | None) -> str:
 def reply_for(messages: list[dict[str, Any]], pad_words: int = 0) -> tuple[str, str]:
     """(reply text, format used) for a chat request; see the module docstring."""
     text = "\n\n".join(text_of(m) for m in messages)
+    systems = [text_of(m) for m in messages if m.get("role") == "system"]
+    if systems and "Your output fields are:" in systems[-1]:
+        users = [text_of(m) for m in messages if m.get("role") == "user"]
+        return dspy_reply(systems[-1], users[-1] if users else text), "dspy"
     fmt = last_cue(text)
     prefill = text_of(messages[-1]) if messages and messages[-1].get("role") == "assistant" \
         else None
@@ -170,6 +174,30 @@ def reply_for(messages: list[dict[str, Any]], pad_words: int = 0) -> tuple[str, 
                "best": f"{reasoning} The best answer is {answer}.",
                "short": answer, None: f"{reasoning} So the result is {answer}."}
     return endings.get(fmt, endings[None]).strip(), fmt or "none"
+
+
+#: DSPy output fields that take the answer itself
+ANSWER_FIELDS = ("answer", "label", "result", "final_answer", "number", "total")
+
+
+def dspy_reply(system: str, task: str) -> str:
+    """A reply in DSPy's ChatAdapter (``[[ ## field ## ]]``) or JSONAdapter (a JSON object)
+    format, answering the last user turn, with the output fields its system message lists:
+    ``reasoning``, the answer (fields
+    named like `ANSWER_FIELDS`), and a plain sentence for any other (GEPA's new instruction)."""
+    import json
+
+    section = system.split("Your output fields are:")[1].split("All interactions")[0]
+    fields = re.findall(r"^\d+\. `(\w+)`", section, re.M)
+    solved = solve(task)
+    answer, reasoning = (solved[0], solved[1] or "It is that.") if solved else \
+        ("done", "There is nothing to compute.")
+    values = {f: reasoning if f == "reasoning" else answer if f in ANSWER_FIELDS else
+              "Solve the problem step by step, then give the final number." for f in fields}
+    if "Outputs will be a JSON object" in system:
+        return json.dumps(values)
+    return "\n\n".join(f"[[ ## {k} ## ]]\n{v}" for k, v in values.items()) + \
+        "\n\n[[ ## completed ## ]]"
 
 
 def code_reply(text: str, code: str, kind: str, prefill: str | None) -> str:
