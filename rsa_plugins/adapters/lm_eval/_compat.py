@@ -12,7 +12,9 @@ when the installed lm-eval no longer has one (`missing()` names them).  What the
   engine is built where lm-eval builds its ``vllm.LLM``; and the attributes of lm-eval's
   ``VLLM`` in `VLLM_ATTRIBUTES`, which rsa-vllm's engine reuses;
 - the evaluator's ``requests`` (its pending requests by type): read by `pending_requests` so
-  that rsa-litellm can refuse log-likelihood tasks before the first generation.
+  that rsa-litellm can refuse log-likelihood tasks before the first generation;
+- ``CacheHook.dbdict`` (``--use_cache``'s database): `cache_database`, where rsa-plugins marks
+  the RSA settings the cached answers were made with.
 """
 
 from __future__ import annotations
@@ -85,6 +87,11 @@ def pending_requests() -> dict[str, list[Any]] | None:
     return None
 
 
+def cache_database(cache_hook: Any) -> Any:
+    """The ``--use_cache`` database behind lm-eval's cache hook (None without one)."""
+    return getattr(cache_hook, "dbdict", None)
+
+
 def missing() -> list[str]:
     """The names above that the installed lm-eval does not have (empty: all there)."""
     gone = []
@@ -93,6 +100,8 @@ def missing() -> list[str]:
             get(module, name)
         except (ImportError, AttributeError):
             gone.append(f"{module}.{name}")
+    if "self.dbdict" not in inspect.getsource(get("lm_eval.api.model", "CacheHook")):
+        gone.append("lm_eval.api.model.CacheHook.dbdict")
     try:
         evaluate = get("lm_eval.evaluator", "evaluate")
         if REQUESTS_LOCAL not in getattr(evaluate, "__wrapped__", evaluate).__code__.co_varnames:

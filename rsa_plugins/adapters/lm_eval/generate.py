@@ -90,7 +90,9 @@ class RSAGenerateMixin:
     def set_cache_hook(self, cache_hook: Any) -> None:
         """``--use_cache``: refuse a cache database written with other RSA settings (lm-eval
         keys cached answers on the request alone, so they would come back unchanged)."""
-        db = getattr(cache_hook, "dbdict", None)
+        from ._compat import cache_database
+
+        db = cache_database(cache_hook)
         if db is not None:
             mine = {"model": type(self).__name__, "fingerprint": self.rsa.config.fingerprint(),
                     "explicit": sorted(self.rsa.explicit)}
