@@ -23,6 +23,7 @@ from typing import Any
 HOOKS: dict[str, str] = {
     "lm_eval.models": "rsa_plugins.adapters.lm_eval:register",
     "dspy": "rsa_plugins.adapters.dspy:install",
+    "litellm": "rsa_plugins.adapters.litellm:register",
 }
 
 

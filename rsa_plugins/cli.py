@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0, help="seed of subsets and samples (0)")
     g.add_argument("--out", type=Path, help="output directory (default runs/<timestamp>); an "
                    "existing trace there with the same settings is resumed")
+    runs.add_spending_flags(common)
 
     p = sub.add_parser("run", parents=[common], help="RSA on one problem: answer, vote, steps",
                        description="Run RSA on one problem and print the answer, the vote and "
@@ -92,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--png", type=Path, help="plot path (default: report.png next to the trace, "
                    "report-2.png, ... when that exists: nothing is overwritten)")
     p.add_argument("--no-plot", action="store_true", help="print the table only")
+    p.add_argument("--what-if", action="append", metavar="RULE", help="replay a finished "
+                   "full-length trace under an early-stop rule: early_stop=unanimous, "
+                   "early_stop=consensus,early_stop_confidence=0.9, ... or sweep (repeatable); "
+                   "prints the generations, tokens and answers each would change, and a plot")
     p.set_defaults(func=cmd_report)
 
     sub.add_parser("bench", add_help=False, help="RSA vs raw vLLM throughput (rsa bench -h)")
@@ -149,7 +154,8 @@ def make_config(args: argparse.Namespace, **extra: Any) -> RSAConfig:
     if "aggregation_size" not in chosen and chosen.get("population", paper_k) < paper_k:
         chosen["aggregation_size"] = chosen["population"]  # -N 2 alone: K=min(4, N)
     return RSAConfig(top_p=args.top_p, selection=args.selection, seed=args.seed,
-                     concurrency=args.concurrency, **chosen, **extra)
+                     concurrency=args.concurrency, **runs.spending_options(args), **chosen,
+                     **extra)
 
 
 def parse_task(task: str | None, answer_format: str | None = None) -> TaskSpec:
@@ -250,6 +256,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .report import compare_rows, compare_table, describe, find_traces, summarize_trace
 
     try:
+        if args.what_if:
+            from .whatif import print_report
+
+            return print_report(find_traces(args.traces), args.what_if, args.png,
+                                not args.no_plot, rundir.free_path)
         summaries = [summarize_trace(p) for p in find_traces(args.traces)]
     except (FileNotFoundError, ValueError) as exc:
         raise CLIError(str(exc)) from None

@@ -9,13 +9,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .kinds import NAMES as _KIND_NAMES
-from .validate import ConfigError, check_choice, check_int, refuse_unknown
+from .validate import ConfigError, check_choice, check_float, check_int, refuse_unknown
 
-__all__ = ["RSAConfig", "ConfigError", "SELECTIONS", "VIEWS", "ORDERS", "KINDS"]
+__all__ = ["RSAConfig", "ConfigError", "SELECTIONS", "VIEWS", "ORDERS", "KINDS", "EARLY_STOPS"]
 
 SELECTIONS = ("majority", "random")
 VIEWS = ("full", "answer", "tail")
 ORDERS = ("drawn", "index")
+#: per-problem stopping rules between steps ("never": the paper's full schedule)
+EARLY_STOPS = ("never", "unanimous", "consensus")
 #: answer kinds: how answers are extracted and compared ("auto": detected from the prompt)
 KINDS = ("auto", *_KIND_NAMES)
 
@@ -34,6 +36,14 @@ class RSAConfig:
     exchangeable, so this is still a uniformly random order of the candidates' contents).
     stop: stop strings of every generation (an lm-eval task's ``until``).  sampling: further
     sampling fields passed to the engine as they are (e.g. ``{"top_k": 20}``).
+
+    Spending less (all off by default, which is the paper): early_stop ends a problem after the
+    first step at which its extracted answers agree, for early_stop_patience consecutive steps
+    ("unanimous": one answer; "consensus": the majority answer holds with posterior probability
+    >= early_stop_confidence).  budget_generations / budget_tokens / budget_usd cap the whole
+    run; when they cannot pay for every step, steps go to the problems that agree least.
+    islands (M) splits the population into M islands that draw subsets only from themselves and
+    merge pairwise until one remains (see docs/spending-less.md).
     """
 
     population: int = 16
@@ -54,6 +64,13 @@ class RSAConfig:
     candidate_order: str = "drawn"
     stop: tuple[str, ...] = ()
     sampling: dict[str, Any] = field(default_factory=dict)
+    early_stop: str = "never"
+    early_stop_patience: int = 1
+    early_stop_confidence: float = 0.95
+    budget_generations: int | None = None
+    budget_tokens: int | None = None
+    budget_usd: float | None = None
+    islands: int = 1
 
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
@@ -88,10 +105,47 @@ class RSAConfig:
         set_("stop", tuple(x for x in self.stop if x))
         if not isinstance(self.sampling, dict):
             raise ConfigError(f"sampling must be a dict such as {{'top_k': 20}}, got {self.sampling!r}")
+        check_choice("early_stop", self.early_stop, EARLY_STOPS)
+        set_("early_stop_patience", check_int("early_stop_patience", self.early_stop_patience, 1))
+        set_("early_stop_confidence", check_float("early_stop_confidence",
+                                                  self.early_stop_confidence, 0.5, 1.0))
+        for name in ("budget_generations", "budget_tokens"):
+            if getattr(self, name) is not None:
+                set_(name, check_int(name, getattr(self, name), 1))
+        if self.budget_usd is not None:
+            set_("budget_usd", check_float("budget_usd", self.budget_usd, 0.0, None))
+        set_("islands", check_int("islands", self.islands, 1, self.population))
+        self._check_islands()
         if self.template is not None:
             for slot in ("{problem}", "{candidates}"):
                 if slot not in self.template:
                     raise ConfigError(f"template must contain the placeholder {slot}")
+
+    def _check_islands(self) -> None:
+        m, n = self.islands, self.population
+        if m == 1:
+            return
+        if m & (m - 1):
+            raise ConfigError(f"islands must be a power of 2 (they merge pairwise), got {m}")
+        if n % m:
+            raise ConfigError(f"islands must divide population ({n}) into equal islands, got {m}")
+        if self.aggregation_size > n // m:
+            raise ConfigError(f"aggregation_size must be at most the island size population/"
+                              f"islands = {n // m}, got {self.aggregation_size}")
+        phases = m.bit_length()  # log2(M) merges + the first phase
+        if self.steps < phases:
+            raise ConfigError(f"islands={m} needs steps >= {phases} to merge down to one island, "
+                              f"got {self.steps}")
+
+    @property
+    def spends_less(self) -> bool:
+        """Whether any early-stop rule or budget is on (else every problem costs N x T)."""
+        return self.early_stop != "never" or self.budgeted
+
+    @property
+    def budgeted(self) -> bool:
+        return any(b is not None for b in (self.budget_generations, self.budget_tokens,
+                                           self.budget_usd))
 
     @property
     def generations_per_problem(self) -> int:
@@ -115,6 +169,11 @@ class RSAConfig:
             fields["stop"] = list(self.stop)
         if self.candidate_order != "drawn":  # only then, so older traces keep their fingerprint
             fields["candidate_order"] = self.candidate_order
+        if self.islands != 1:  # islands change the draws
+            fields["islands"] = self.islands
+        if self.early_stop != "never":  # which problems a resumed run may continue
+            fields["early_stop"] = [self.early_stop, self.early_stop_patience,
+                                    self.early_stop_confidence]
         blob = json.dumps(fields, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

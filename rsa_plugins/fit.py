@@ -4,19 +4,20 @@ When the engine knows its context length (`Engine.max_model_len`), a first-step 
 room its prompt leaves as its generation budget (or fails alone when the problem does not fit),
 and an aggregation request is fitted in two moves: first its generation budget shrinks (down to
 a quarter of what was asked, at least 256 tokens), then its candidates are cut to their tails,
-tightened until the engine's own count says the prompt fits.  Counts come from the engine
+tightened until the engine's own count says the prompt fits (each try builds the prompt again
+from `prompts.aggregation_prompt`).  Counts come from the engine
 (`prompt_tokens`, chat template and prefill included); a cheap upper bound skips the count when
 a prompt fits for sure.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from .config import RSAConfig
 from .engines.base import Engine
-from .prompts import tail
-from .types import Request
+from .prompts import aggregation_prompt, tail
+from .types import Problem, Request
 
 
 @dataclass
@@ -41,9 +42,15 @@ async def fit_first(engine: Engine, request: Request) -> Fit:
     return Fit(replace(request, max_tokens=min(request.max_tokens or room, room)))
 
 
-async def fit_aggregation(engine: Engine, build: Callable[[list[str]], Request],
-                          views: list[str]) -> Fit:
-    """`build(views)` fitted to the context: budget lowered first, then views cut to tails."""
+async def fit_aggregation(engine: Engine, problem: Problem, views: list[str], config: RSAConfig,
+                          kind: str, base: Request) -> Fit:
+    """The aggregation request of `views` for `problem` (sampling from `base`), fitted to the
+    context: its budget lowered first, then the views cut to their tails."""
+
+    def build(texts: list[str]) -> Request:
+        return replace(base, messages=problem.messages(
+            aggregation_prompt(problem, texts, config, kind)))
+
     request = build(views)
     limit = engine.max_model_len
     if not limit:

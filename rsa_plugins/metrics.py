@@ -11,12 +11,26 @@ from .types import Candidate
 ACCURACY_KEYS = ("mean_accuracy", "pass_at_n", "majority_accuracy")
 
 
+def population_accuracy(scores: Sequence[float], size: int,
+                        majority: int | None) -> dict[str, float]:
+    """The paper's quantities for one population: ``mean_accuracy`` (of `size` members; those
+    missing from `scores`, failed ones, count as wrong), ``pass_at_n`` (any member correct) and
+    ``majority_accuracy`` (whether member `majority` of `scores`, the vote's pick, is correct)."""
+    return {
+        "mean_accuracy": sum(scores) / size if size else 0.0,
+        "pass_at_n": float(any(s >= 1.0 for s in scores)),
+        "majority_accuracy": float(majority is not None and scores[majority] >= 1.0),
+    }
+
+
 def step_metrics(step: int, cands: Sequence[Candidate], kind: str, requested: int,
-                 fitted: int = 0) -> dict[str, Any]:
+                 fitted: int = 0, aggregation_size: int | None = None) -> dict[str, Any]:
     """Statistics of one problem's population at one step.
 
     `cands` holds every generation of the step, failed ones included; `requested` is N.
-    Accuracy keys appear only when candidates were scored.
+    ``smaller_subsets``: aggregations that saw fewer than `aggregation_size` (K) candidates,
+    because fewer members of the previous population succeeded.  Accuracy keys appear only
+    when candidates were scored.
     """
     alive = [c for c in cands if c.completion.ok]
     answers = [c.answer for c in alive]
@@ -36,18 +50,15 @@ def step_metrics(step: int, cands: Sequence[Candidate], kind: str, requested: in
         "completion_tokens": sum(c.completion.completion_tokens for c in cands),
         "retries": sum(c.completion.retries for c in cands),
         "fitted_prompts": fitted,
+        "smaller_subsets": sum(1 for c in cands if step > 1 and aggregation_size is not None
+                               and len(c.parents) < aggregation_size),
     }
     scores = [c.score for c in alive]
     if alive and all(s is not None for s in scores):
-        out["mean_accuracy"] = sum(scores) / requested  # failed slots count as wrong
-        out["pass_at_n"] = float(any(s >= 1.0 for s in scores))
-        if groups:
-            best = max(groups, key=len)
-            out["majority_accuracy"] = float(alive[best[0]].score >= 1.0)
-        else:
-            out["majority_accuracy"] = 0.0
+        best = max(groups, key=len)[0] if groups else None
+        out.update(population_accuracy(scores, requested, best))  # type: ignore[arg-type]
     elif not alive and cands and cands[0].score is not None:
-        out.update(mean_accuracy=0.0, pass_at_n=0.0, majority_accuracy=0.0)
+        out.update(population_accuracy([], requested, None))
     return out
 
 
@@ -57,9 +68,10 @@ def summarize(per_problem: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str,
     table = []
     for t in range(depth):
         rows = [s[t] for s in per_problem if len(s) > t]
-        agg: dict[str, Any] = {"step": t + 1, "problems": len(rows)}
+        agg: dict[str, Any] = {"step": t + 1, "problems": len(rows),
+                               "stopped": sum(1 for r in rows if r.get("stop"))}
         for key in ("population", "failed", "truncated", "no_answer", "prompt_tokens",
-                    "completion_tokens", "retries", "fitted_prompts"):
+                    "completion_tokens", "retries", "fitted_prompts", "smaller_subsets"):
             agg[key] = sum(r.get(key, 0) for r in rows)
         for key in ("distinct_answers", "answer_entropy", "majority_share", *ACCURACY_KEYS):
             vals = [r[key] for r in rows if key in r]

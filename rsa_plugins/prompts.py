@@ -30,6 +30,14 @@ NOUNS: dict[str, str] = {name: k.noun for name, k in KINDS.items()}
 
 OMITTED = "[... earlier part omitted ...]\n"
 _LEADING_BLANK_LINES = re.compile(r"\A(?:[ \t]*\r?\n)+")
+#: what an aggregation of several candidates asks (the core's prompt, DSPy's instructions)
+COMBINE = ("Some of them may be wrong or incomplete. Combine the useful ideas of the candidates "
+           "into one better response: where they disagree, work out which is right; if every "
+           "candidate is wrong, try a different approach of your own.")
+#: what a refinement of one candidate (K = 1) asks
+REFINE = ("The candidate may be incomplete or contain mistakes. Refine it into a better, fully "
+          "correct response: check each step, fix what is wrong, and if its approach is wrong "
+          "altogether, solve the problem a different way.")
 
 
 def instruction(kind: str) -> str:
@@ -91,19 +99,13 @@ def aggregation_prompt(problem: Problem, views: list[str], config: RSAConfig, ki
                "set the format).")
     if len(views) == 1:
         return (
-            f"You are given a {noun} and one candidate response to it. The candidate may be "
-            "incomplete or contain mistakes. Refine it into a better, fully correct response: "
-            "check each step, fix what is wrong, and if its approach is wrong altogether, solve "
-            "the problem a different way.\n\n"
+            f"You are given a {noun} and one candidate response to it. {REFINE}\n\n"
             f"Problem:\n{problem.prompt}\n\n"
             f"---- Candidate ----\n{views[0]}\n\n"
             f"Now write one improved response to the problem{closing}"
         )
     return (
-        f"You are given a {noun} and {len(views)} candidate responses to it. Some of them may "
-        "be wrong or incomplete. Combine the useful ideas of the candidates into one better "
-        "response: where they disagree, work out which is right; if every candidate is wrong, "
-        "try a different approach of your own.\n\n"
+        f"You are given a {noun} and {len(views)} candidate responses to it. {COMBINE}\n\n"
         f"Problem:\n{problem.prompt}\n\n"
         "Candidate responses (they may contain mistakes):\n\n"
         f"{blocks}\n\n"

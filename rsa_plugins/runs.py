@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import embedded
-from .config import RSAConfig
+from .config import EARLY_STOPS, RSAConfig
 from .types import Problem
 
 
@@ -30,13 +30,45 @@ class CLIError(Exception):
 FLAGS = {"population": "-N/--population", "aggregation_size": "-K/--aggregation-size",
          "steps": "-T/--steps", "max_tokens": "--max-tokens", "temperature": "--temperature",
          "seed": "--seed", "concurrency": "--concurrency", "top_p": "--top-p", "mix": "--mix",
-         "pool": "--pool", "split": "--split", "out": "--out", "format": "--format"}
+         "pool": "--pool", "split": "--split", "out": "--out", "format": "--format",
+         "early_stop": "--early-stop", "early_stop_patience": "--early-stop-patience",
+         "early_stop_confidence": "--early-stop-confidence",
+         "budget_generations": "--budget-generations", "budget_tokens": "--budget-tokens",
+         "budget_usd": "--budget-usd", "islands": "--islands"}
 
 
 def flag_names(message: str) -> str:
     """Name the flag next to the config field an error message starts with."""
     name = message.split(" ", 1)[0]
     return f"{FLAGS[name]}: {message}" if name in FLAGS else message
+
+
+#: the spending-less options, as flags of `rsa run` and `rsa eval`
+SPENDING = ("early_stop", "early_stop_patience", "early_stop_confidence", "budget_generations",
+            "budget_tokens", "budget_usd", "islands")
+
+
+def add_spending_flags(parser: argparse.ArgumentParser) -> None:
+    """The early-stop, budget and islands flags (default: the paper's full N x T schedule)."""
+    g = parser.add_argument_group("spending less (default: the paper's full N x T schedule; "
+                                  "see docs/spending-less.md)")
+    g.add_argument("--early-stop", choices=EARLY_STOPS, default="never",
+                   help="end a problem once its answers agree (never)")
+    g.add_argument("--early-stop-patience", type=int, default=1,
+                   help="consecutive agreeing steps before stopping (1)")
+    g.add_argument("--early-stop-confidence", type=float, default=0.95,
+                   help="posterior probability of the majority for 'consensus' (0.95)")
+    g.add_argument("--budget-generations", type=int, help="most generations the run may make")
+    g.add_argument("--budget-tokens", type=int, help="most tokens (prompt + completion) the run "
+                   "may use")
+    g.add_argument("--budget-usd", type=float, help="most US dollars the run may spend (models "
+                   "LiteLLM's cost map prices)")
+    g.add_argument("--islands", type=int, default=1, help="islands that merge pairwise (1)")
+
+
+def spending_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The RSAConfig fields of the spending flags."""
+    return {name: getattr(args, name) for name in SPENDING}
 
 
 def is_embedded(model: str | None) -> bool:
@@ -240,7 +272,8 @@ async def _execute(model: Model, problems: list[Any], configs: dict[str, RSAConf
                       file=sys.stderr)
             log = StepLog(name, len(problems), config.steps)
             rsa = RSALoop(engine, config, trace=trace_path(out, name, len(configs)),
-                      progress=progress, on_step=log.on_step, run_info={**info, "method": name})
+                          progress=progress, on_step=log.on_step, announce=True,
+                          run_info={**info, "method": name})
             started = time.monotonic()
             outcome.results[name] = await rsa.run(problems)
             outcome.seconds[name] = time.monotonic() - started

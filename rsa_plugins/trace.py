@@ -3,13 +3,14 @@
 Each line is one event: ``run`` (config, once per start), ``generation`` (one candidate, with
 its step, slot, K parents, seed, usage and finish reason), ``step`` (written once a problem's
 step is complete: its metrics, and the engine-busy figures so far when the engine keeps them),
-``result`` (a problem's final choice) and ``run_end`` (the engine's figures at the end of a
+``result`` (a problem's final choice, and ``stopped``: where and why it ended before step T)
+and ``run_end`` (the engine's figures at the end of a
 run: busy fraction, prefix-cache hits, placement over data-parallel ranks).  Every line is written
 with a single ``write`` on an append-only file, so a killed run leaves at most one partial last
 line, which :func:`load` ignores and :class:`TraceWriter` cuts off.  (A killed process loses
 nothing it wrote; against a machine crash the file is also synced to disk at most once a second
-at ``step`` events, and at the end.)  Resuming replays the trace: finished problems and steps are not
-run again, and generations of an unfinished step are reused.
+at ``step`` events, and at the end.)  Resuming replays the trace (`Checkpoint`, the loop's input): finished
+problems and steps are not run again, and generations of an unfinished step are reused.
 """
 
 from __future__ import annotations
@@ -75,15 +76,17 @@ def candidate_from_record(rec: dict[str, Any]) -> Candidate:
 
 
 @dataclass
-class ResumeState:
-    """What a previous run of the same trace already finished."""
+class Checkpoint:
+    """What an earlier run of the same trace finished: the loop's input when it resumes.
+
+    Finished steps come back with their metrics and generations; generations of a step that
+    did not finish are reused one by one (a failed one is made again)."""
 
     generations: dict[tuple[str, int, int], dict[str, Any]] = field(default_factory=dict)
     steps: dict[str, dict[int, dict[str, Any]]] = field(default_factory=lambda: defaultdict(dict))
-    results: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
-    def from_events(cls, events: list[dict[str, Any]]) -> ResumeState:
+    def from_events(cls, events: list[dict[str, Any]]) -> Checkpoint:
         state = cls()
         for ev in events:
             kind = ev.get("event")
@@ -94,9 +97,22 @@ class ResumeState:
                     state.generations[key] = ev
             elif kind == "step":
                 state.steps[ev["problem"]][ev["step"]] = ev["metrics"]
-            elif kind == "result":
-                state.results[ev["problem"]] = ev
         return state
+
+    @classmethod
+    def read(cls, path: str | Path, fingerprint: str) -> Checkpoint:
+        """The checkpoint of the trace at `path` (empty when there is none), after checking
+        that the trace was written with the same configuration."""
+        path = Path(path)
+        if not path.exists():
+            return cls()
+        events = load(path)
+        runs = [e for e in events if e.get("event") == "run"]
+        if runs and runs[0].get("fingerprint") != fingerprint:
+            raise TraceMismatch(
+                f"trace {path} was written with a different RSA configuration "
+                f"({runs[0].get('config')}); pass a new trace path or resume=False")
+        return cls.from_events(events)
 
     def finished_steps(self, problem_id: str, steps: int,
                        population: int) -> list[tuple[dict[str, Any], list[Candidate]]]:
@@ -118,21 +134,14 @@ class ResumeState:
 
 
 class TraceWriter:
-    """Append-only JSONL writer.  `resume=True` keeps what is there (after checking the config)."""
+    """Append-only JSONL writer.  `resume=True` keeps what is there (`Checkpoint.read` checks
+    first that it was written with the same configuration)."""
 
     def __init__(self, path: str | Path, run_info: dict[str, Any], resume: bool = True) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.state = ResumeState()
         if resume and self.path.exists():
-            events, end = _complete_lines(self.path)
-            runs = [e for e in events if e.get("event") == "run"]
-            if runs and runs[0].get("fingerprint") != run_info.get("fingerprint"):
-                raise TraceMismatch(
-                    f"trace {self.path} was written with a different RSA configuration "
-                    f"({runs[0].get('config')}); pass a new trace path or resume=False"
-                )
-            self.state = ResumeState.from_events(events)
+            end = _complete_lines(self.path)[1]
             with open(self.path, "r+b") as f:  # cut a line torn by a kill
                 f.truncate(end)
         elif self.path.exists():

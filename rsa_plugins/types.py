@@ -76,11 +76,11 @@ class Request:
 
     A last message with role ``assistant`` is a prefill the reply continues.  `chat=False`:
     engines that render prompts join the messages as plain text instead of applying the
-    model's chat template.  `parents` are the candidates an aggregation request combines
-    (empty at the first step); engines that build their own calls from structured fields
-    (DSPy) read them, others only need `messages`.  `cache_key`: requests with the same key
-    share a long prompt prefix (the loop gives one problem's requests its id); engines that
-    spread requests over replicas keep a key's requests on one, where the prefix is cached.
+    model's chat template.  `cache_key`: requests with the same key share a long prompt prefix
+    (the loop gives one problem's requests its id); engines that spread requests over replicas
+    keep a key's requests on one, where the prefix is cached.  An engine that builds its own
+    aggregation calls (`Engine.aggregation_request`) may return a subclass with fields of its
+    own; every other engine needs only these.
     """
 
     messages: list[Message]
@@ -92,7 +92,6 @@ class Request:
     stop: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     chat: bool = True
-    parents: list[Candidate] = field(default_factory=list)
     cache_key: str | None = None
 
     @property
@@ -107,17 +106,22 @@ class Completion:
     """What an engine returns for one sample.  `error` is set when the call failed for good.
 
     `text` is what the model generated (after any prefill, which it does not repeat).
+    `reasoning_tokens`: the part of `completion_tokens` spent reasoning, where the provider says.
     """
 
     text: str = ""
     reasoning: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    reasoning_tokens: int = 0
     finish_reason: str | None = None
     error: str | None = None
     retries: int = 0
     #: an engine may supply the answer itself (structured outputs); else it is extracted
     answer: Any = None
+    #: the engine's own record of this generation, for the adapter that made the engine (a
+    #: DSPy prediction's output fields, an Inspect choice); the core carries it, never reads it
+    native: Any = None
 
     @property
     def ok(self) -> bool:
@@ -154,16 +158,44 @@ class Usage:
     calls: int = 0
     failed: int = 0
     retries: int = 0
+    #: the part of `completion_tokens` spent reasoning, where the provider says
+    reasoning_tokens: int = 0
+
+    def add(self, comp: Completion) -> None:
+        """Count one generation (a failed one too)."""
+        self.prompt_tokens += comp.prompt_tokens
+        self.completion_tokens += comp.completion_tokens
+        self.reasoning_tokens += comp.reasoning_tokens
+        self.calls += 1
+        self.failed += not comp.ok
+        self.retries += comp.retries
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
 
+#: why a problem ended before its last step
+STOP_REASONS = ("unanimous", "consensus", "budget", "failed")
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Where and why a problem ended before step T: after `step` (its population is the
+    final one), because its answers agreed (``unanimous``, ``consensus``), the run's budget
+    could not pay for another step (``budget``), or every generation of `step` failed
+    (``failed``: the previous population, if any member of it succeeded, is the final one)."""
+
+    step: int
+    reason: str
+
+
 @dataclass
 class RSAResult:
     """The outcome for one problem.
 
+    `stopped` says where and why a problem ended before step T (None: it ran every step);
+    `kind` is the answer kind its answers were extracted and compared as.
     `degraded_at` is the step whose generations all failed, when the run then kept the
     previous population for the final answer (None when every step produced candidates).
     """
@@ -178,6 +210,8 @@ class RSAResult:
     votes: dict[str, int]
     failed: bool = False
     degraded_at: int | None = None
+    stopped: Stop | None = None
+    kind: str = "general"
 
     @property
     def correct(self) -> bool | None:
@@ -191,5 +225,6 @@ class RSAResult:
         return None if score is None else score >= 1.0
 
     def __repr__(self) -> str:
+        stop = f", stopped={self.stopped.reason}@{self.stopped.step}" if self.stopped else ""
         return (f"RSAResult(answer={self.answer!r}, population={len(self.population)}, "
-                f"steps={len(self.steps)}, failed={self.failed})")
+                f"steps={len(self.steps)}, failed={self.failed}{stop})")

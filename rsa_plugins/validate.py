@@ -34,6 +34,18 @@ def check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
     return value
 
 
+def check_float(name: str, value: Any, low: float, high: float | None) -> float:
+    """`value` as a float with low <= value <= high (strings of numbers accepted)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number, got {value!r}") from None
+    if isinstance(value, bool) or not (number >= low and (high is None or number <= high)):
+        bound = f">= {low:g}" if high is None else f"between {low:g} and {high:g}"
+        raise ConfigError(f"{name} must be {bound}, got {value!r}")
+    return number
+
+
 def check_choice(name: str, value: Any, allowed: Iterable[str]) -> str:
     """`value` if it is one of `allowed`."""
     allowed = tuple(allowed)

@@ -8,12 +8,10 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
 
 MARK = "ASYNC-ENGINE "
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from rsa_plugins.embedded import cpu_env
 
     os.environ.update(cpu_env())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,14 +11,9 @@ from pathlib import Path
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-_TESTS = Path(__file__).resolve().parent
-for _p in (str(_TESTS), str(_TESTS.parent)):  # `servers` helper; the repo without `pip install -e`
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
-
 import pytest  # noqa: E402
 
-from servers import VLLMServer  # noqa: E402
+from servers import VLLMServer  # noqa: E402  (tests/ is on pytest's pythonpath)
 
 
 @pytest.fixture

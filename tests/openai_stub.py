@@ -23,8 +23,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: servers.py beside
-from servers import free_port  # noqa: E402
+from servers import free_port  # run as a script, its folder is on sys.path
 
 ANSWER = "Adding the numbers gives 42. ANSWER: 42 \\boxed{42}"
 

@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from fakes import ScriptedEngine  # noqa: E402
-from rsa_plugins import RSALoop, Problem, RSAConfig  # noqa: E402
+from fakes import ScriptedEngine  # run as a script, its folder is on sys.path
+from rsa_plugins import RSALoop, Problem, RSAConfig
 
 PROBLEMS = [Problem(f"Problem {i}: compute it and put the answer in \\boxed{{}}.", id=f"p{i}",
                     target="42") for i in range(6)]

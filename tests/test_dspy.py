@@ -30,7 +30,7 @@ from rsa_plugins.config import ConfigError  # noqa: E402
 CAND_ANSWER = re.compile(r"^\s*answer: (.*)$", re.M)
 
 
-class ScriptedEngine:
+class ScriptedLM:
     """lm15 engine: first-step calls answer from `answers` in call order; aggregation calls
     (their prompt shows ``candidate_solutions``) answer the majority of the candidates' answers.
     Every call reports 10 prompt and 5 completion tokens.  `garbage(i)` makes call i unparsable."""
@@ -90,8 +90,8 @@ class ScriptedEngine:
         pass
 
 
-class AsyncScriptedEngine:
-    def __init__(self, sync: ScriptedEngine) -> None:
+class AsyncScriptedLM:
+    def __init__(self, sync: ScriptedLM) -> None:
         self.sync = sync
 
     async def complete(self, request):
@@ -104,8 +104,8 @@ class AsyncScriptedEngine:
         pass
 
 
-def make_lm(engine: ScriptedEngine, **kwargs):
-    return dspy.LM("openai/scripted", engine=engine, async_engine=AsyncScriptedEngine(engine),
+def make_lm(engine: ScriptedLM, **kwargs):
+    return dspy.LM("openai/scripted", engine=engine, async_engine=AsyncScriptedLM(engine),
                    **kwargs)
 
 
@@ -155,7 +155,7 @@ def test_user_instructions_are_kept_for_aggregation():
 
 
 def test_exactly_n_times_t_calls_and_cache_cannot_collapse_them():
-    eng = ScriptedEngine()
+    eng = ScriptedLM()
     lm = make_lm(eng)
     rsa = RSA("question -> answer", population=4, aggregation_size=2, steps=3)
     with dspy.context(lm=lm):
@@ -179,7 +179,7 @@ def test_exactly_n_times_t_calls_and_cache_cannot_collapse_them():
 
 
 def test_usage_totals_equal_the_sum_over_calls_sync_and_async():
-    eng = ScriptedEngine()
+    eng = ScriptedLM()
     lm = make_lm(eng)
     rsa = RSA("question -> answer", population=3, aggregation_size=2, steps=2, num_threads=3)
     with dspy.context(lm=lm, track_usage=True):
@@ -204,7 +204,7 @@ def test_usage_totals_equal_the_sum_over_calls_sync_and_async():
 
 
 def test_usage_is_tracked_inside_an_outer_tracker():
-    eng = ScriptedEngine()
+    eng = ScriptedLM()
     rsa = RSA("question -> answer", population=2, aggregation_size=1, steps=2)
     with dspy.context(lm=make_lm(eng)), dspy.track_usage() as tracker:
         rsa(question="q")
@@ -215,7 +215,7 @@ def test_usage_is_tracked_inside_an_outer_tracker():
 
 
 def test_majority_keeps_short_letter_answers():
-    eng = ScriptedEngine(answers=["A", "B", "A", "C", "A"])
+    eng = ScriptedLM(answers=["A", "B", "A", "C", "A"])
     rsa = RSA("question -> answer", population=5, aggregation_size=2, steps=1)
     with dspy.context(lm=make_lm(eng)):
         pred = rsa(question="Which option?")
@@ -225,14 +225,14 @@ def test_majority_keeps_short_letter_answers():
 
 
 def test_majority_on_typed_outputs_returns_the_typed_value():
-    eng = ScriptedEngine(answers=["3", "7", "7"])
+    eng = ScriptedLM(answers=["3", "7", "7"])
     rsa = RSA("question -> answer: int", population=3, aggregation_size=2, steps=1)
     with dspy.context(lm=make_lm(eng)):
         pred = rsa(question="How many?")
     assert pred.answer == 7 and isinstance(pred.answer, int)
     assert sorted(pred.completions.answer) == [3, 7, 7]
 
-    eng = ScriptedEngine(answers=["[2, 1]", "[1, 2]", "[1,2]"])
+    eng = ScriptedLM(answers=["[2, 1]", "[1, 2]", "[1,2]"])
     rsa = RSA("question -> answer: list[int]", population=3, aggregation_size=2, steps=1)
     with dspy.context(lm=make_lm(eng)):
         pred = rsa(question="Which?")
@@ -241,7 +241,7 @@ def test_majority_on_typed_outputs_returns_the_typed_value():
 
 
 def test_random_selection_picks_a_population_member():
-    eng = ScriptedEngine(answers=["A", "B", "C", "D"])
+    eng = ScriptedLM(answers=["A", "B", "C", "D"])
     rsa = RSA("question -> answer", population=4, aggregation_size=2, steps=1, selection="random",
               seed=3)
     with dspy.context(lm=make_lm(eng)):
@@ -254,7 +254,7 @@ def test_random_selection_picks_a_population_member():
 
 
 def test_aggregation_gets_every_input_and_k_parents_with_all_fields():
-    eng = ScriptedEngine(answers=["x", "y"], extra={"confidence": "0.5"})
+    eng = ScriptedLM(answers=["x", "y"], extra={"confidence": "0.5"})
     rsa = RSA("context, question -> answer, confidence: float", population=3, aggregation_size=2,
               steps=2)
     with dspy.context(lm=make_lm(eng)):
@@ -270,7 +270,7 @@ def test_aggregation_gets_every_input_and_k_parents_with_all_fields():
 
 
 def test_unparsable_generations_become_counted_failures():
-    eng = ScriptedEngine(answers=["A"], garbage=lambda i: i in (0, 2))
+    eng = ScriptedLM(answers=["A"], garbage=lambda i: i in (0, 2))
     rsa = RSA("question -> answer", population=4, aggregation_size=2, steps=2)
     with dspy.context(lm=make_lm(eng), adapter=dspy.ChatAdapter(use_json_adapter_fallback=False)):
         pred = rsa(question="q")
@@ -282,7 +282,7 @@ def test_unparsable_generations_become_counted_failures():
 
 
 def test_all_failed_population_returns_none_fields_not_an_exception():
-    eng = ScriptedEngine(garbage=lambda i: True)
+    eng = ScriptedLM(garbage=lambda i: True)
     rsa = RSA("question -> answer", population=3, aggregation_size=2, steps=3)
     with dspy.context(lm=make_lm(eng), adapter=dspy.ChatAdapter(use_json_adapter_fallback=False)):
         pred = rsa(question="q")
@@ -294,7 +294,7 @@ def test_all_failed_population_returns_none_fields_not_an_exception():
 
 def test_json_fallback_calls_share_the_rollout_id():
     # ChatAdapter fails to parse -> JSONAdapter retries the same call (same rollout_id)
-    eng = ScriptedEngine(answers=["A"], garbage=lambda i: True)
+    eng = ScriptedLM(answers=["A"], garbage=lambda i: True)
     lm = make_lm(eng)
     rsa = RSA("question -> answer", population=2, aggregation_size=1, steps=1)
     with dspy.context(lm=lm):
@@ -316,7 +316,7 @@ class TwoStep(dspy.Module):
 
 
 def test_wrapping_a_user_module_with_a_pinned_lm_still_samples_distinct_calls():
-    eng = ScriptedEngine(answers=["B", "B", "C"])
+    eng = ScriptedLM(answers=["B", "B", "C"])
     lm = make_lm(eng)
     inner = TwoStep()
     inner.solve.predict.lm = lm  # pinned: dspy.context(lm=...) copies would not reach it
@@ -344,7 +344,7 @@ def _trainset():
 
 
 def test_bootstrap_fewshot_collects_demos_for_both_predictors():
-    eng = ScriptedEngine(answers=["A"])
+    eng = ScriptedLM(answers=["A"])
     student = RSA("question -> answer", population=3, aggregation_size=2, steps=2)
     opt = dspy.BootstrapFewShot(metric=lambda ex, pred, trace=None: pred.answer == ex.answer,
                                 max_bootstrapped_demos=2, max_labeled_demos=0)
@@ -358,7 +358,7 @@ def test_bootstrap_fewshot_collects_demos_for_both_predictors():
 
 
 def test_save_load_round_trip_gives_identical_calls(tmp_path):
-    eng = ScriptedEngine(answers=["A", "B", "A"])
+    eng = ScriptedLM(answers=["A", "B", "A"])
     lm = make_lm(eng)
     rsa = RSA("question -> answer", population=3, aggregation_size=2, steps=2)
     rsa.aggregate.predict.signature = rsa.aggregate.predict.signature.with_instructions("Tuned.")
@@ -419,7 +419,7 @@ class DraftThenFinal(dspy.Module):
 def test_a_pipeline_whose_last_predictor_takes_other_inputs_names_signature():
     with pytest.raises(TypeError, match=r"missing input field\(s\) \['draft'\].*signature="):
         RSA(DraftThenFinal(), population=2, aggregation_size=2, steps=1)(question="q")
-    eng = ScriptedEngine(answers=["A", "A"], extra={"draft": "d"})
+    eng = ScriptedLM(answers=["A", "A"], extra={"draft": "d"})
     rsa = RSA(DraftThenFinal(), population=2, aggregation_size=2, steps=2,
               signature="question -> answer")
     with dspy.context(lm=make_lm(eng)):
@@ -474,12 +474,20 @@ def test_bad_signatures_and_inputs():
 
 
 def test_install_never_replaces_an_existing_rsa():
-    fake = types.SimpleNamespace(RSA="upstream")
+    fake = types.ModuleType("fake_dspy")
+    fake.RSA = "upstream"
     install(fake)
     assert fake.RSA == "upstream"
-    empty = types.SimpleNamespace()
+    lazy = types.ModuleType("lazy_dspy")  # an RSA that the module's own __getattr__ provides
+    lazy.__getattr__ = lambda name: "upstream" if name == "RSA" else None
+    install(lazy)
+    assert lazy.RSA == "upstream"
+    empty = types.ModuleType("empty_dspy")
     install(empty)
+    install(empty)  # again: no second wrapper
     assert empty.RSA is RSA
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        empty.nothing  # noqa: B018
     assert dspy.RSA is RSA and rsa_dspy.RSA is RSA
 
 

@@ -21,7 +21,7 @@ from inspect_ai.model import ModelOutput, ModelUsage, get_model  # noqa: E402
 from inspect_ai.scorer import includes  # noqa: E402
 from inspect_ai.solver import SolverSpec, TaskState  # noqa: E402
 
-from fakes import candidates_in, is_aggregation  # noqa: E402
+from fakes import candidates_in, is_aggregation, mark, step_in  # noqa: E402
 from rsa_plugins import ConfigError  # noqa: E402
 from rsa_plugins.adapters.inspect import RSASolverError, answer_match, rsa  # noqa: E402
 from rsa_plugins.adapters.inspect.problem import sample_problem  # noqa: E402
@@ -58,11 +58,13 @@ class Mock:
         self.calls.append((text, config))
         if self.length(config.seed, text):
             return reply("This model's maximum context length is 2048 tokens.", "model_length")
+        own = mark(config.seed, 0, step_in(text))  # a candidate's mark, on the line before its answer
         if is_aggregation(text):
-            answers = [re.findall(r"ANSWER: (\S+)", c)[-1] for c in candidates_in(text)]
+            answers = re.findall(r"\[#[a-j./]+\]\nANSWER: (\S+)", text)
+            assert len(answers) == len(candidates_in(text))
             answer = Counter(answers).most_common(1)[0][0]
-            return reply(f"Combining the candidates.\nANSWER: {answer}")
-        return reply(f"Thinking about it.\nANSWER: {self.first(config.seed, text)}")
+            return reply(f"Combining the candidates {own}\nANSWER: {answer}")
+        return reply(f"Thinking about it {own}\nANSWER: {self.first(config.seed, text)}")
 
     def model(self):
         return get_model("mockllm/model", custom_outputs=self)

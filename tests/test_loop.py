@@ -10,7 +10,7 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from fakes import ScriptedEngine, candidates_in, is_aggregation, problem_prompt, step_of
+from fakes import ScriptedEngine, candidates_in, is_aggregation
 from rsa_plugins import RSALoop, ConfigError, Problem, RSAConfig
 from rsa_plugins.seeds import derive_seed, draw_subsets
 from rsa_plugins.trace import load
@@ -19,9 +19,14 @@ PROBLEMS = [Problem(f"Compute item {i}. Put the answer in \\boxed{{}}.", id=f"p{
             for i in range(3)]
 
 
-def pid(request, problems=PROBLEMS):
-    """The id of the problem a request is about (engines see only the chat)."""
-    return {p.prompt: p.id for p in problems}[problem_prompt(request)]
+def pid(request):
+    """The id of the problem a request is about (the loop keys a problem's requests by it)."""
+    return request.cache_key
+
+
+def slot_of(problem_id, step, seed, population=8):
+    """The slot a request of `step` fills, told by its seed (a hash of problem, step, slot)."""
+    return {derive_seed(0, problem_id, step, s): s for s in range(population)}[seed]
 
 
 def run(engine, problems=PROBLEMS, **cfg):
@@ -47,7 +52,7 @@ def test_exactly_n_times_t_generations_per_problem(lockstep, supports_n):
         assert [m["population"] for m in res.steps] == [5, 5, 5, 5]
         assert res.usage.calls == 20
     if supports_n:  # the first step is one request with n=N per problem
-        firsts = [r for r in eng.requests if step_of(r) == 1]
+        firsts = [r for r in eng.requests if eng.step_of(r) == 1]
         assert len(firsts) == len(PROBLEMS) and all(r.n == 5 for r in firsts)
 
 
@@ -55,19 +60,22 @@ def test_aggregation_prompts_hold_k_distinct_members_of_previous_population():
     eng = ScriptedEngine()
     results = run(eng, population=6, aggregation_size=3, steps=3, trace=None)
     assert results
-    # rebuild every problem's populations from the requests' parents
+    # rebuild every problem's populations from what the engine was shown
     for pid, reqs in requests_by_problem(eng).items():
         for r in reqs:
             text = r.messages[-1]["content"]
-            if step_of(r) == 1:
-                assert not is_aggregation(text) and r.parents == []
+            parents = eng.parents_of(r)
+            if eng.step_of(r) == 1:
+                assert not is_aggregation(text) and parents == []
                 continue
-            assert len(r.parents) == 3
-            assert len({c.slot for c in r.parents}) == 3, "members of a subset must be distinct"
-            t = r.parents[0].step + 1  # the request's own step, told by its seed:
+            t = eng.step_of(r)
+            assert len(parents) == 3
+            slots = {slot_of(pid, p.step, p.request.seed) for p in parents}
+            assert len(slots) == 3, "members of a subset must be distinct"
             assert r.seed in {derive_seed(0, pid, t, slot) for slot in range(6)}
-            assert all(c.step == t - 1 for c in r.parents), "parents come from the previous step"
-            assert candidates_in(text) == [c.text.strip() for c in r.parents]
+            assert all(p.step == t - 1 for p in parents), "parents come from the previous step"
+            assert all(p.request.cache_key == pid for p in parents), "and from the same problem"
+            assert candidates_in(text) == [p.replies[0] for p in parents]
             problem = next(p for p in PROBLEMS if p.id == pid)
             assert problem.prompt in text
 
@@ -105,13 +113,13 @@ def test_t1_is_plain_parallel_sampling():
 def test_k1_uses_refine_wording():
     eng = ScriptedEngine()
     run(eng, population=3, aggregation_size=1, steps=2)
-    aggs = [r.messages[-1]["content"] for r in eng.requests if step_of(r) == 2]
+    aggs = [r.messages[-1]["content"] for r in eng.requests if eng.step_of(r) == 2]
     assert aggs and all("---- Candidate ----" in t and "Solution 1" not in t for t in aggs)
     assert all("Refine" in t or "refine" in t for t in aggs)
     eng2 = ScriptedEngine()
     run(eng2, population=3, aggregation_size=2, steps=2)
     assert all("---- Solution 2 ----" in r.messages[-1]["content"]
-               for r in eng2.requests if step_of(r) == 2)
+               for r in eng2.requests if eng2.step_of(r) == 2)
 
 
 def test_subset_draws_are_uniform():
@@ -129,27 +137,28 @@ def test_subset_draws_are_uniform():
     exp_m = draws * k / n
     chi2_m = sum((members[i] - exp_m) ** 2 / exp_m for i in range(n))
     assert chi2_m < 20.52, chi2_m  # 5 degrees of freedom, p = 0.001
-    # subsets of one step are independent draws, so some overlap (not a partition)
-    assert len({frozenset(s) for s in subsets[:6]}) <= 6
+    # subsets of one step are independent draws, not a partition: among 200 draws of 3 of 6
+    # (20 possible subsets) some repeat, and together they cover members more than once
+    assert len({frozenset(s) for s in subsets[:200]}) <= 20
+    assert len({tuple(sorted(s)) for s in subsets[:200]}) < 200
 
 
 def test_same_seed_same_subsets_and_seeds_whatever_the_completion_order(tmp_path):
-    def lineage(delay, path, salt):
+    def lineage(delay, path):
         eng = ScriptedEngine(delay=delay)
-        eng._salt = salt
         run(eng, population=5, aggregation_size=3, steps=3, seed=11, trace=path)
         recs = {(g["problem"], g["step"], g["slot"]): (tuple(g["parents"]), g["seed"], g["text"])
                 for g in load(path) if g["event"] == "generation"}
         return recs, [g for g in load(path) if g["event"] == "generation"]
 
-    a, order_a = lineage(0.0, tmp_path / "a.jsonl", 0)
-    b, order_b = lineage(0.02, tmp_path / "b.jsonl", 1)
+    a, order_a = lineage(0.0, tmp_path / "a.jsonl")
+    b, order_b = lineage(0.02, tmp_path / "b.jsonl")
     assert a == b
     keys = lambda gens: [(g["problem"], g["step"], g["slot"]) for g in gens]  # noqa: E731
     assert keys(order_a) != keys(order_b), "the delays should have changed completion order"
     seeds = [v[1] for v in a.values()]
     assert len(set(seeds)) == len(seeds), "every request gets its own sampling seed"
-    c, _ = lineage(0.0, tmp_path / "c.jsonl", 0)
+    c, _ = lineage(0.0, tmp_path / "c.jsonl")
     assert c == a
     other = ScriptedEngine()
     run(other, population=5, aggregation_size=3, steps=3, seed=12)
@@ -164,25 +173,27 @@ def test_lockstep_sends_one_batch_per_step():
 
 def test_barrier_free_lets_a_fast_problem_run_ahead():
     class Uneven(ScriptedEngine):
+        order: list
+
         async def _one(self, req):
-            name = problem_prompt(req).split()[0]
+            name = req.cache_key
             if name == "slow":
                 await asyncio.sleep(0.3)
-            self.log.append((name, step_of(req)))
+            self.order.append((name, self.step_of(req)))
             return await super()._one(req)
 
     eng = Uneven()
-    eng.log = []
+    eng.order = []
     problems = [Problem("slow one \\boxed{}", id="slow"), Problem("fast one \\boxed{}", id="fast")]
     asyncio.run(RSALoop(eng, RSAConfig(population=2, aggregation_size=2, steps=3),
                     progress=False).run(problems))
-    first_slow = eng.log.index(("slow", 1))
-    assert ("fast", 3) in eng.log[:first_slow], "fast problem must finish all steps meanwhile"
+    first_slow = eng.order.index(("slow", 1))
+    assert ("fast", 3) in eng.order[:first_slow], "fast problem must finish all steps meanwhile"
     eng2 = Uneven()
-    eng2.log = []
+    eng2.order = []
     asyncio.run(RSALoop(eng2, RSAConfig(population=2, aggregation_size=2, steps=3, lockstep=True),
                     progress=False).run(problems))
-    assert eng2.log.index(("fast", 2)) > eng2.log.index(("slow", 1))
+    assert eng2.order.index(("fast", 2)) > eng2.order.index(("slow", 1))
 
 
 def test_failed_generations_are_counted_and_survivors_aggregated():
@@ -194,8 +205,14 @@ def test_failed_generations_are_counted_and_survivors_aggregated():
         assert not r.failed and r.answer is not None
         for m in r.steps:
             assert m["population"] + m["failed"] == 6
+    alive = {(p.id, t + 1): m["population"] for p, r in zip(PROBLEMS, results)
+             for t, m in enumerate(r.steps)}
     for req in eng.requests:
-        assert all(p.completion.ok for p in req.parents), "failed members are never parents"
+        t = eng.step_of(req)
+        if t > 1:  # every candidate shown is a member that succeeded: K of them, or all there are
+            shown = eng.parents_of(req)
+            assert len(shown) == min(3, alive[(pid(req), t - 1)])
+            assert all(p.step == t - 1 for p in shown)
 
 
 def test_problem_whose_whole_population_failed_is_reported_failed():
@@ -285,7 +302,7 @@ def test_resume_after_a_kill_repeats_nothing_and_matches(tmp_path):
     assert [r.answer for r in resumed] == [r.answer for r in base]
     assert [[c.text for c in r.population] for r in resumed] == \
         [[c.text for c in r.population] for r in base]
-    assert not any(pid(r) == "p1" and step_of(r) <= 2 for r in eng.requests), \
+    assert not any(pid(r) == "p1" and eng.step_of(r) <= 2 for r in eng.requests), \
         "finished steps must not run again"
     events = load(part)
     gens = Counter((e["problem"], e["step"], e["slot"]) for e in events if e["event"] == "generation")
@@ -309,7 +326,7 @@ def test_prompts_are_fitted_to_the_context():
     eng = Small(answers=long_answers)
     (res,) = run(eng, problems=[Problem("long \\boxed{}")], population=3, aggregation_size=3,
                  steps=2, max_tokens=200)
-    aggs = [r for r in eng.requests if step_of(r) == 2]
+    aggs = [r for r in eng.requests if eng.step_of(r) == 2]
     assert aggs and res.steps[1]["fitted_prompts"] == 3
     for r in aggs:
         used = eng.count_tokens(r.messages[-1]["content"]) + 32
@@ -336,13 +353,20 @@ def test_candidate_order_index_sorts_each_subset_and_keeps_the_draws():
     drawn, index = ScriptedEngine(), ScriptedEngine()
     run(drawn, population=6, aggregation_size=3, steps=3)
     run(index, population=6, aggregation_size=3, steps=3, candidate_order="index")
-    key = lambda r: (pid(r), step_of(r), r.seed)  # noqa: E731
-    pairs = list(zip(sorted(drawn.requests, key=key), sorted(index.requests, key=key)))
-    agg = [(a, b) for a, b in pairs if step_of(a) > 1]
-    assert agg and all(key(a) == key(b) for a, b in agg)
-    slots = lambda r: [c.slot for c in r.parents]  # noqa: E731
-    assert all(sorted(slots(a)) == slots(b) for a, b in agg)  # same subsets, sorted by slot
-    assert any(slots(a) != slots(b) for a, b in agg)  # drawn order is not sorted in general
+    def key(eng):
+        return lambda r: (pid(r), eng.step_of(r), r.seed)
+
+    pairs = list(zip(sorted(drawn.requests, key=key(drawn)),
+                     sorted(index.requests, key=key(index))))
+    agg = [(a, b) for a, b in pairs if drawn.step_of(a) > 1]
+    assert agg and all(key(drawn)(a) == key(index)(b) for a, b in agg)
+
+    def slots(eng, r):
+        return [slot_of(pid(r), p.step, p.request.seed, 6) for p in eng.parents_of(r)]
+
+    # same subsets, sorted by slot
+    assert all(sorted(slots(drawn, a)) == slots(index, b) for a, b in agg)
+    assert any(slots(drawn, a) != slots(index, b) for a, b in agg)  # drawn order: unsorted
 
 
 def test_candidate_order_is_validated_and_keeps_old_fingerprints():
@@ -372,9 +396,11 @@ def test_the_problems_whole_chat_reaches_every_request_and_the_prefill_is_read_b
         assert r.messages[-1] == {"role": "assistant", "content": problem.prefill}
         assert r.prefill == problem.prefill and r.chat
     for r in eng.requests:
-        if r.parents:  # candidates are shown with the prefill in front, as whole responses
+        if eng.step_of(r) > 1:  # candidates are shown with the prefill in front
             shown = candidates_in(r.messages[-2]["content"])
-            assert shown == [(problem.prefill + c.text).strip() for c in r.parents]
+            assert len(shown) == 2
+            assert shown == [(problem.prefill + c.replies[0]).strip()
+                             for c in eng.parents_of(r)]
     assert res.correct is not None and all(c.answer is not None for c in res.population)
 
 
@@ -383,7 +409,7 @@ def test_aggregation_keeps_the_tasks_format_unless_rsa_chose_one():
     own = Problem("Compute item 8. End with 'The answer is N.'", id="own")
     chosen = Problem("Compute item 9.", id="rsa", answer_format="the final answer as \\boxed{N}")
     run(eng, problems=[own, chosen], population=2, aggregation_size=2, steps=2)
-    texts = {pid(r, [own, chosen]): r.messages[-1]["content"] for r in eng.requests if r.parents}
+    texts = {pid(r): r.messages[-1]["content"] for r in eng.requests if eng.step_of(r) > 1}
     closing = texts["own"].rsplit("\n\n", 1)[1]
     assert "in exactly the form the problem asks for" in closing
     assert "ANSWER:" not in texts["own"] and "\\boxed" not in closing
@@ -395,7 +421,7 @@ def test_a_step_whose_every_generation_failed_keeps_the_previous_population(tmp_
 
     class AggregationDown(ScriptedEngine):
         async def _one(self, req):
-            if req.parents:
+            if self.step_of(req) > 1:
                 self.requests.append(req)
                 return [Completion(error="InjectedError: aggregation is down")]
             return await super()._one(req)
@@ -407,7 +433,7 @@ def test_a_step_whose_every_generation_failed_keeps_the_previous_population(tmp_
     assert not res.failed and res.degraded_at == 2 and res.answer is not None
     assert [c.step for c in res.population] == [1, 1, 1, 1]
     assert len(res.steps) == 2 and res.steps[1]["kept_previous"] and res.steps[1]["failed"] == 4
-    assert sum(1 for r in eng.requests if r.parents) == 4, "no step after the failed one"
+    assert sum(1 for r in eng.requests if eng.step_of(r) > 1) == 4, "no step after the failed one"
     [result] = [e for e in load(trace) if e["event"] == "result"]
     assert result["degraded_at"] == 2 and result["answer"] == res.answer
     again = AggregationDown()

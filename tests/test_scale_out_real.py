@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import load_module
 from servers import VLLMServer
 
 pytestmark = pytest.mark.real
@@ -145,11 +146,7 @@ def test_router_over_two_vllm_servers_balances_rsa_requests(smollm2_dir, tmp_pat
 
 
 def test_router_config_expands_the_environment(monkeypatch):
-    sys.path.insert(0, str(RECIPE))
-    try:
-        from router import load_config
-    finally:
-        sys.path.remove(str(RECIPE))
+    load_config = load_module(RECIPE / "router.py").load_config
     monkeypatch.setenv("RSA_VLLM_BASE_1", "http://10.0.0.2:9000/v1")
     monkeypatch.delenv("RSA_VLLM_BASE_0", raising=False)
     monkeypatch.delenv("RSA_SERVED_MODEL", raising=False)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fakes import ScriptedEngine, candidates_in, make_fake_llm, problem_prompt, scripted_reply
+from fakes import ScriptedEngine, candidates_in, make_fake_llm, scripted_reply
 from rsa_plugins import cli
 from rsa_plugins import training_data as td
 from rsa_plugins.config import ConfigError, RSAConfig
@@ -92,8 +92,7 @@ def test_aggregation_rows_hold_k_distinct_pool_candidates_in_the_loops_prompt(
     summary, rows = build(problems, tmp_path / "d.parquet", engine, mix=1.0, aggregation_size=3,
                           pool=5)
     assert summary.sampled == 30 and summary.failed_samples == 0
-    ids = {p.prompt: p.id for p in problems}
-    per_problem = Counter(ids[problem_prompt(r)] for r in engine.requests)
+    per_problem = Counter(r.cache_key for r in engine.requests)
     view_cfg = RSAConfig(population=1, aggregation_size=1, steps=1)
     for row, p in zip(rows, problems):
         ex = row["extra_info"]

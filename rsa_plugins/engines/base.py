@@ -65,6 +65,17 @@ class Engine(ABC):
         fits the context, the loop skips the exact count."""
         return None
 
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
+        """US dollars that many tokens cost on this engine's model (None: not priced)."""
+        return None
+
+    def aggregation_request(self, base: Request, parents: Sequence[Completion]) -> Request | None:
+        """The engine's own aggregation call, for engines that build one from the parents'
+        outputs (DSPy calls its aggregation predictor with them): `base` holds the problem's
+        chat and the sampling settings.  None (the default): the loop builds the aggregation
+        prompt and fits it to the context."""
+        return None
+
     async def prepare(self) -> None:
         """Called once before a run, on the run's event loop (e.g. to learn `max_model_len`)."""
 

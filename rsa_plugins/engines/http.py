@@ -111,19 +111,26 @@ def parse_choices(response: Any, n: int) -> list[Completion]:
     usage = _field(response, "usage")
     prompt = int(_field(usage, "prompt_tokens") or 0)
     completion = int(_field(usage, "completion_tokens") or 0)
+    reasoning = int(_field(_field(usage, "completion_tokens_details"), "reasoning_tokens") or 0)
     out = []
     for i, ch in enumerate(choices):
         msg = _field(ch, "message")
         content = _field(msg, "content")
         text = content if isinstance(content, str) else ""
-        reasoning = _field(msg, "reasoning_content") or _field(msg, "reasoning") or None
-        if not text.strip() and not reasoning:
+        thought = _field(msg, "reasoning_content") or _field(msg, "reasoning") or None
+        if not text.strip() and not thought:
             raise EmptyCompletion("the model returned an empty completion")
-        share = completion // len(choices) + (1 if i < completion % len(choices) else 0)
-        out.append(Completion(text=text, reasoning=reasoning,
-                              prompt_tokens=prompt if i == 0 else 0, completion_tokens=share,
+        out.append(Completion(text=text, reasoning=thought,
+                              prompt_tokens=prompt if i == 0 else 0,
+                              completion_tokens=_share(completion, i, len(choices)),
+                              reasoning_tokens=_share(reasoning, i, len(choices)),
                               finish_reason=_field(ch, "finish_reason")))
     return out
+
+
+def _share(total: int, i: int, parts: int) -> int:
+    """Choice `i`'s part of `total` tokens split evenly over `parts` choices."""
+    return total // parts + (1 if i < total % parts else 0)
 
 
 def _field(obj: Any, name: str) -> Any:

@@ -7,7 +7,6 @@ writes them, `rewards` scores completions on them (verl's `compute_score`, TRL's
 
 from .build import (
     BuildSummary,
-    Example,
     TrainingDataConfig,
     amake_training_data,
     answer_format,
@@ -25,6 +24,7 @@ from .layouts import (
     ABILITY,
     AGGREGATION,
     LAYOUTS,
+    Example,
     STANDARD,
     SUFFIXES,
     read_rows,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,8 @@ from ..prompts import aggregation_prompt, candidate_view
 from ..seeds import derive_seed
 from ..types import Candidate, Problem
 from ..validate import ConfigError
-from .layouts import AGGREGATION, STANDARD, resolve_output, to_trl, to_verl, write_rows
+from .layouts import (AGGREGATION, STANDARD, Example, resolve_output, to_trl, to_verl,
+                      write_rows)
 
 
 @dataclass(frozen=True)
@@ -73,20 +74,6 @@ class TrainingDataConfig:
         return RSAConfig(population=self.pool or self.aggregation_size, aggregation_size=1,
                          steps=1, seed=self.seed, temperature=self.temperature, top_p=self.top_p,
                          max_tokens=self.max_tokens)
-
-
-@dataclass
-class Example:
-    """One training row before it is laid out for a framework."""
-
-    index: int
-    prompt_type: str  # "standard" or "aggregation"
-    problem: Problem
-    answer_format: str
-    messages: list[dict[str, str]]
-    ground_truth: str
-    data_source: str
-    candidates: list[Candidate] = field(default_factory=list)
 
 
 @dataclass

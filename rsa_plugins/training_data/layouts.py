@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..types import Candidate, Problem
 from ..validate import ConfigError
-
-if TYPE_CHECKING:
-    from .build import Example
 
 LAYOUTS = ("verl", "trl")
 SUFFIXES = (".parquet", ".jsonl")
@@ -19,6 +18,20 @@ ABILITY = {"math": "math", "code": "code", "multiple_choice": "multiple_choice",
            "reasoning_gym": "reasoning", "general": "general"}
 #: the ``prompt_type`` column: a plain prompt, or an aggregation prompt holding K candidates
 STANDARD, AGGREGATION = "standard", "aggregation"
+
+
+@dataclass
+class Example:
+    """One training row before it is laid out for a framework."""
+
+    index: int
+    prompt_type: str  # "standard" or "aggregation"
+    problem: Problem
+    answer_format: str
+    messages: list[dict[str, str]]
+    ground_truth: str
+    data_source: str
+    candidates: list[Candidate] = field(default_factory=list)
 
 
 def resolve_output(out: str | Path, layout: str | None = None) -> tuple[Path, str, str]:

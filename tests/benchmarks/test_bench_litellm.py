@@ -13,15 +13,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import sys
 import time
 import tracemalloc
 from collections.abc import Sequence
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from openai_stub import StubServer  # noqa: E402
 from rsa_plugins import RSALoop, Problem, RSAConfig  # noqa: E402

@@ -18,7 +18,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -116,5 +115,4 @@ def test_vllm_engine_overhead(smollm2_dir, show):
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     print(MARK + json.dumps(bench(sys.argv[1])), flush=True)

@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import json
 import resource
-import sys
 import time
 import tracemalloc
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from openai_stub import StubServer  # noqa: E402
 import rsa_plugins  # noqa: E402

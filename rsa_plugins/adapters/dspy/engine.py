@@ -1,22 +1,26 @@
-"""`DSPyEngine`: RSA's generations as calls of a `dspy.RSA` module's own predictors."""
+"""`DSPyEngine`: RSA's generations as calls of a `dspy.RSA` module's own predictors.
+
+A population member is a prediction's output fields: they come back with the completion as its
+`Completion.native` (a dict), are shown to the aggregator as ``name: value`` lines, and the
+module reads the chosen member's fields back from it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import dspy
 
 from ...engines.base import Engine, EngineError
 from ...seeds import derive_seed
 from ...types import Completion, Request
-
-if TYPE_CHECKING:
-    from .module import RSA
+from ._compat import serialize_for_json
 
 #: the aggregation predictor's input field holding the K candidates
 CANDIDATES_FIELD = "candidate_solutions"
@@ -27,17 +31,48 @@ FATAL = tuple(c for c in (getattr(dspy.utils.exceptions, n, None) for n in (
     if isinstance(c, type))
 
 
-@dataclass
-class DSPyCompletion(Completion):
-    """A `Completion` that carries the output fields of the DSPy call that made it."""
+def vote_key(value: Any) -> str | None:
+    """What the majority vote compares: a string as is, anything else as canonical JSON."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value.strip() or None
+    return json.dumps(serialize_for_json(value), sort_keys=True, ensure_ascii=False)
 
-    fields: dict[str, Any] = field(default_factory=dict)
+
+def render_value(value: Any) -> str:
+    """A field's value as text (strings as they are, anything else as JSON)."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(serialize_for_json(value), ensure_ascii=False)
+
+
+def render_fields(values: dict[str, Any]) -> str:
+    return "\n".join(f"{k}: {render_value(v)}" for k, v in values.items())
+
+
+@dataclass
+class Predictors:
+    """What the engine calls: the module's two predictors and the fields a member carries."""
+
+    generate: Any  # a dspy.Module
+    aggregate: Any  # a dspy.Module
+    output_names: list[str]
+    answer_field: str
+    wrapped: bool  # `generate` is the user's own module (sampling reaches it through the adapter)
+
+
+@dataclass
+class AggregationRequest(Request):
+    """An aggregation call: the K parents' rendered fields for ``candidate_solutions``."""
+
+    candidates: list[str] = field(default_factory=list)
 
 
 class DSPyEngine(Engine):
     """Generations from an `RSA` module's predictors, for one problem's `inputs`: a first-step
-    request calls ``module.generate`` with them; an aggregation request calls
-    ``module.aggregate`` with them plus its K parents (``request.parents``).
+    request calls ``generate`` with them; an aggregation request (`aggregation_request`, built
+    from the K parents' fields) calls ``aggregate`` with them plus the candidates.
 
     Sync mode runs each call in `pool` (a thread pool of the module's own, so usage tracking and
     optimizer traces stay shared); async mode awaits ``acall`` under `semaphore`.  Each call
@@ -47,10 +82,16 @@ class DSPyEngine(Engine):
 
     name = "dspy"
 
-    def __init__(self, module: RSA, inputs: dict[str, Any], *,
+    def __init__(self, predictors: Predictors, inputs: dict[str, Any], *,
                  pool: ThreadPoolExecutor | None = None,
                  semaphore: asyncio.Semaphore | None = None) -> None:
-        self.module, self.inputs, self.pool, self.semaphore = module, inputs, pool, semaphore
+        self.predictors, self.inputs, self.pool, self.semaphore = predictors, inputs, pool, semaphore
+
+    def aggregation_request(self, base: Request, parents: Sequence[Completion]) -> Request:
+        """The aggregation call of `parents`: their output fields as candidates."""
+        shown = [render_fields(c.native) if isinstance(c.native, dict) and c.native else c.text
+                 for c in parents]
+        return AggregationRequest(**vars(base), candidates=shown)
 
     async def generate(self, requests: Sequence[Request]) -> list[list[Completion]]:
         return list(await asyncio.gather(*(self._one(r) for r in requests)))
@@ -71,14 +112,28 @@ class DSPyEngine(Engine):
             raise EngineError(str(err).strip().splitlines()[0]) from err
         if err is not None:
             msg = f"{type(err).__name__}: {err}"
-            return [DSPyCompletion(error=msg[:2000], prompt_tokens=prompt,
-                                   completion_tokens=completion)]
-        return [self.module.to_completion(pred, prompt, completion)]
+            return [Completion(error=msg[:2000], prompt_tokens=prompt,
+                               completion_tokens=completion)]
+        return [self._completion(pred, prompt, completion)]
+
+    def _completion(self, pred: Any, prompt_tokens: int, completion_tokens: int) -> Completion:
+        """A prediction of either predictor as a population member (its fields kept)."""
+        names, answer = self.predictors.output_names, self.predictors.answer_field
+        values = {k: pred[k] for k in names if k in pred}
+        if answer not in values:
+            return Completion(error=f"the prediction has no field {answer!r}",
+                              prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+        reasoning = values.get("reasoning")
+        return Completion(text=render_fields(values),
+                          reasoning=reasoning if isinstance(reasoning, str) else None,
+                          prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                          finish_reason="stop", answer=vote_key(values[answer]), native=values)
 
     def _call(self, req: Request) -> _Call:
         """The predictor call that serves `req`, with its sampling settings."""
-        module, inputs = self.module, dict(self.inputs)
-        target = module.aggregate if req.parents else module.generate
+        predictors, inputs = self.predictors, dict(self.inputs)
+        aggregation = isinstance(req, AggregationRequest)
+        target = predictors.aggregate if aggregation else predictors.generate
         pinned = [p.lm for _, p in target.named_predictors() if p.lm is not None]
         lm = pinned[0] if pinned else dspy.settings.lm
         base = (getattr(lm, "kwargs", None) or {}).get("rollout_id")
@@ -90,9 +145,9 @@ class DSPyEngine(Engine):
             sampling["top_p"] = req.top_p
         if req.max_tokens is not None:
             sampling["max_tokens"] = req.max_tokens
-        if req.parents:
-            inputs[CANDIDATES_FIELD] = [module.candidate_text(c.completion) for c in req.parents]
-        if req.parents or not module.wrapped:
+        if aggregation:
+            inputs[CANDIDATES_FIELD] = req.candidates
+        if aggregation or not predictors.wrapped:
             return _Call(target, {**inputs, "config": sampling}, None)
         return _Call(target, inputs, sampling)
 

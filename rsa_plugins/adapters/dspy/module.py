@@ -19,7 +19,6 @@ to them, and calls run in this module's own thread pool (or concurrently with ``
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -27,29 +26,24 @@ from typing import Any
 import dspy
 
 from ..._background import run_sync
-from ..._hooks import hook_disabled
 from ...config import RSAConfig
 from ...loop import RSALoop
-from ...types import Completion, Problem, RSAResult
+from ...prompts import COMBINE, REFINE
+from ...types import Problem, RSAResult
 from ...validate import ConfigError, check_int
-from ._compat import is_default_instructions, serialize_for_json
-from .engine import CANDIDATES_FIELD, DSPyCompletion, DSPyEngine
+from ._compat import is_default_instructions
+from .engine import CANDIDATES_FIELD, DSPyEngine, Predictors, render_fields, vote_key
 
 __all__ = ["RSA", "RSAPrediction", "vote_key", "AGGREGATION_INSTRUCTIONS", "REFINE_INSTRUCTIONS"]
 
-#: aggregator instructions (K > 1), paraphrasing the paper's aggregation prompt; optimizable
+#: aggregator instructions (K > 1): the core's aggregation request in DSPy's terms; optimizable
 AGGREGATION_INSTRUCTIONS = (
-    "You are given a problem and several candidate solutions to it, written independently. "
-    "Some of them may be wrong or incomplete. Combine their useful ideas into one better "
-    "solution: where the candidates disagree, work out which line of reasoning is correct, and "
-    "if all of them are wrong, solve the problem afresh with a different approach. Fill in every "
-    "output field for your improved solution."
+    f"You are given a problem and several candidate solutions to it, written independently. "
+    f"{COMBINE} Fill in every output field for your improved solution."
 )
 #: aggregator instructions for K = 1 (self-refinement)
 REFINE_INSTRUCTIONS = (
-    "You are given a problem and one candidate solution to it, which may be wrong or "
-    "incomplete. Check it carefully and write an improved solution: fix its mistakes, and if it "
-    "is entirely wrong, solve the problem afresh with a different approach. Fill in every output "
+    f"You are given a problem and one candidate solution to it. {REFINE} Fill in every output "
     "field for your improved solution."
 )
 logger = logging.getLogger(__name__)
@@ -65,21 +59,6 @@ class RSAPrediction(dspy.Prediction):
     @property
     def rsa(self) -> RSAResult | None:
         return self.__dict__.get("_rsa")
-
-
-def vote_key(value: Any) -> str | None:
-    """What the majority vote compares: a string as is, anything else as canonical JSON."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value.strip() or None
-    return json.dumps(serialize_for_json(value), sort_keys=True, ensure_ascii=False)
-
-
-def _render_value(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    return json.dumps(serialize_for_json(value), ensure_ascii=False)
 
 
 def _base_signature(module: dspy.Module, signature: Any) -> type[dspy.Signature]:
@@ -128,6 +107,10 @@ class RSA(dspy.Module):
             (``general``, ``math``, ``multiple_choice``, ``code``...).
         num_threads: parallel calls (default: dspy's ``num_threads`` / ``async_max_workers``).
         aggregation_instructions: replaces the default aggregation instructions.
+        early_stop, early_stop_patience, early_stop_confidence: end a call's run once its
+            answers agree ("never": the paper; "unanimous"; "consensus"), see
+            docs/spending-less.md.  budget_generations, budget_tokens, budget_usd: the most one
+            call may spend.  islands: M islands that merge pairwise.
         **config: passed to the inner predictors (like ``dspy.Predict(sig, **config)``).
 
     Hyperparameters are constructor arguments, not saved state: ``save``/``load`` carry the
@@ -142,6 +125,11 @@ class RSA(dspy.Module):
                  temperature: float = 1.0, top_p: float | None = None,
                  max_tokens: int | None = None, kind: str = "general",
                  num_threads: int | None = None, aggregation_instructions: str | None = None,
+                 early_stop: str = RSAConfig.early_stop,
+                 early_stop_patience: int = RSAConfig.early_stop_patience,
+                 early_stop_confidence: float = RSAConfig.early_stop_confidence,
+                 budget_generations: int | None = None, budget_tokens: int | None = None,
+                 budget_usd: float | None = None, islands: int = RSAConfig.islands,
                  **config: Any) -> None:
         super().__init__()
         if kind == "auto":
@@ -150,7 +138,12 @@ class RSA(dspy.Module):
         self.config = RSAConfig(population=population, aggregation_size=aggregation_size,
                                 steps=steps, selection=selection, seed=seed,
                                 temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                                kind=kind)
+                                kind=kind, early_stop=early_stop,
+                                early_stop_patience=early_stop_patience,
+                                early_stop_confidence=early_stop_confidence,
+                                budget_generations=budget_generations,
+                                budget_tokens=budget_tokens, budget_usd=budget_usd,
+                                islands=islands)
         if num_threads is not None:
             num_threads = check_int("num_threads", num_threads, 1)
         self.num_threads = num_threads
@@ -218,17 +211,18 @@ class RSA(dspy.Module):
         with ThreadPoolExecutor(max(1, workers), thread_name_prefix="rsa-dspy") as pool:
             # the loop runs on the background event loop, in a copy of this thread's context,
             # so the caller's dspy.context (lm, trace, usage tracking) reaches every call
-            result = run_sync(self._run(DSPyEngine(self, inputs, pool=pool), inputs))
+            result = run_sync(self._run(DSPyEngine(self._predictors(), inputs, pool=pool),
+                                        inputs))
         return self._prediction(result)
 
     async def aforward(self, **kwargs: Any) -> RSAPrediction:
         inputs = self._inputs(kwargs)
         limit = self.num_threads or dspy.settings.async_max_workers or 8
-        engine = DSPyEngine(self, inputs, semaphore=asyncio.Semaphore(limit))
+        engine = DSPyEngine(self._predictors(), inputs, semaphore=asyncio.Semaphore(limit))
         return self._prediction(await self._run(engine, inputs))
 
     async def _run(self, engine: DSPyEngine, inputs: dict[str, Any]) -> RSAResult:
-        prompt = "\n".join(f"{k}: {_render_value(v)}" for k, v in inputs.items()) or "(no inputs)"
+        prompt = render_fields(inputs) or "(no inputs)"
         problem = Problem(prompt=prompt, kind=self.config.kind)
         [result] = await RSALoop(engine, self.config, progress=False).run([problem])
         return result
@@ -253,28 +247,14 @@ class RSA(dspy.Module):
 
     # ------------------------------------------------------------------ translating
 
-    def candidate_text(self, comp: Completion) -> str:
-        """A population member as it appears in the aggregator's ``candidate_solutions``."""
-        fields = getattr(comp, "fields", None) or {}
-        return "\n".join(f"{k}: {_render_value(v)}" for k, v in fields.items()) or comp.text
-
-    def to_completion(self, pred: Any, prompt_tokens: int, completion_tokens: int) -> Completion:
-        """A prediction of either predictor as a population member (its fields kept)."""
-        values = {k: pred[k] for k in self.output_names if k in pred}
-        if self.answer_field not in values:
-            return DSPyCompletion(error=f"the prediction has no field {self.answer_field!r}",
-                                  prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
-        text = "\n".join(f"{k}: {_render_value(v)}" for k, v in values.items())
-        reasoning = values.get("reasoning")
-        return DSPyCompletion(text=text, reasoning=reasoning if isinstance(reasoning, str) else None,
-                              prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                              finish_reason="stop", answer=vote_key(values[self.answer_field]),
-                              fields=values)
+    def _predictors(self) -> Predictors:
+        return Predictors(self.generate, self.aggregate, self.output_names, self.answer_field,
+                          self.wrapped)
 
     def _prediction(self, result: RSAResult) -> RSAPrediction:
         members = []
         for cand in result.population:
-            got = getattr(cand.completion, "fields", None) or {}
+            got = cand.completion.native if isinstance(cand.completion.native, dict) else {}
             members.append({k: got.get(k) for k in self.output_names})
         if result.chosen is None:
             errors = sorted({c.completion.error for c in result.population if c.completion.error})
@@ -292,9 +272,3 @@ class RSA(dspy.Module):
         return (f"RSA(population={c.population}, aggregation_size={c.aggregation_size}, "
                 f"steps={c.steps}, selection={c.selection!r},\n  generate={self.generate!r},\n"
                 f"  aggregate={self.aggregate!r})")
-
-
-if not hook_disabled():  # imported before the hook could install it (dspy was not loaded yet)
-    from . import install
-
-    install(dspy)

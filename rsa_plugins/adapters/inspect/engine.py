@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
 
 from inspect_ai.model import (
-    ChatCompletionChoice,
     ChatMessage,
     ChatMessageAssistant,
     ChatMessageSystem,
@@ -18,34 +15,28 @@ from inspect_ai.model import (
     ModelOutput,
     get_model,
 )
-from inspect_ai.util import LimitExceededError, collect, span
+from inspect_ai.util import LimitExceededError, collect
 
 from ...engines.base import Engine
 from ...engines.errors import FatalAPIError, describe_error, fatal_reason, redact, status_of
 from ...seeds import derive_seed
 from ...types import Completion, Message, Request
 
-STEP_SPAN_TYPE = "rsa_step"
-
-
-@dataclass
-class InspectCompletion(Completion):
-    """A completion that keeps Inspect's own choice (stop reason, reasoning content)."""
-
-    choice: ChatCompletionChoice | None = None
+#: the finish reason of an output that ran out of context (a failed completion)
+MODEL_LENGTH = "model_length"
 
 
 class InspectEngine(Engine):
     """Generates through an Inspect :class:`~inspect_ai.model.Model`.
 
     The loop hands it one step's requests at a time (``prefers_lockstep``; one problem per
-    solver call); they run concurrently with :func:`~inspect_ai.util.collect` inside a transcript
-    span named ``step t`` that stays open until :meth:`end_step`.  Each request becomes one
-    ``model.generate`` call with its own seed.  A call that fails is returned as a failed
-    completion; an output that ran out of context (``stop_reason="model_length"``, which Inspect's
-    vLLM provider also reports for over-long prompts) is counted in ``model_length`` and returned
-    as failed too, so it never becomes a candidate.  Limit errors propagate, so Inspect stops the
-    sample and scores its latest output.
+    solver call); they run concurrently with :func:`~inspect_ai.util.collect`.  Each request
+    becomes one ``model.generate`` call with its own seed; Inspect's choice comes back as the
+    completion's `native`.  A call that fails is returned as a failed completion; an output that
+    ran out of context (``stop_reason="model_length"``, which Inspect's vLLM provider also
+    reports for over-long prompts) is returned as failed too (finish reason `MODEL_LENGTH`), so
+    it never becomes a candidate.  Limit errors propagate, so Inspect stops the sample and
+    scores its latest output.
     """
 
     name = "inspect"
@@ -54,26 +45,9 @@ class InspectEngine(Engine):
     def __init__(self, model: Model | None = None, max_model_len: int | None = None) -> None:
         self.model = model or get_model()
         self.max_model_len = max_model_len
-        self.model_length = 0
-        self._span: Any = None
-        self._steps = 0
 
     async def generate(self, requests: Sequence[Request]) -> list[list[Completion]]:
-        if requests and self._span is None:
-            self._steps += 1
-            self._span = span(f"step {self._steps}", type=STEP_SPAN_TYPE)
-            await self._span.__aenter__()
-        try:
-            return await collect(*(self._generate_one(r) for r in requests))
-        except BaseException:
-            await self.end_step()
-            raise
-
-    async def end_step(self) -> None:
-        """Close the current step's transcript span (if one is open)."""
-        if self._span is not None:
-            cm, self._span = self._span, None
-            await cm.__aexit__(None, None, None)
+        return await collect(*(self._generate_one(r) for r in requests))
 
     async def _generate_one(self, request: Request) -> list[Completion]:
         outs: list[Completion] = []
@@ -105,16 +79,15 @@ class InspectEngine(Engine):
             return Completion(error=output.error or "the model returned no choices", **tokens)
         choice = output.choices[0]
         if choice.stop_reason == "model_length":
-            self.model_length += 1
             return Completion(error=f"model_length: {output.completion[:200]}",
-                              finish_reason="model_length", **tokens)
+                              finish_reason=MODEL_LENGTH, **tokens)
         content = choice.message.content
         reasoning = [c.reasoning for c in content if isinstance(c, ContentReasoning)] \
             if isinstance(content, list) else []
-        return InspectCompletion(
+        return Completion(
             text=choice.message.text, reasoning="\n".join(reasoning) or None,
             finish_reason="length" if choice.stop_reason == "max_tokens" else choice.stop_reason,
-            choice=choice, **tokens)
+            native=choice, **tokens)
 
     def describe(self) -> dict[str, object]:
         return {"engine": self.name, "model": str(self.model)}

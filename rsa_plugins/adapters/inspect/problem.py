@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from inspect_ai.model import ModelOutput
+from inspect_ai.model import ChatCompletionChoice, ModelOutput
 from inspect_ai.solver import TaskState
 
 from ...answers import detect_kind
@@ -65,9 +65,8 @@ def sample_problem(state: TaskState, preset: str = "auto", system_message: str |
 def set_output(state: TaskState, model: str, cand: Candidate, problem: Problem) -> None:
     """Make `cand` the sample's current answer: output, last message, marked choices."""
     comp = cand.completion
-    choice = getattr(comp, "choice", None)
-    if choice is None:
-        choice = ModelOutput.from_content(model=model, content=comp.text).choices[0]
+    choice = comp.native if isinstance(comp.native, ChatCompletionChoice) else \
+        ModelOutput.from_content(model=model, content=comp.text).choices[0]
     message = choice.message.model_copy()
     message.metadata = {**(message.metadata or {}), "rsa": {"step": cand.step, "slot": cand.slot,
                                                              "answer": cand.answer}}

@@ -14,15 +14,16 @@ from typing import Any
 from inspect_ai.log import transcript
 from inspect_ai.model import GenerateConfig
 from inspect_ai.solver import Generate, Solver, TaskState, solver
-from inspect_ai.util import StoreModel
+from inspect_ai.util import StoreModel, span
 
 from ...config import RSAConfig
 from ...loop import RSALoop
-from ...selection import select
-from ...types import Candidate, Problem, RSAResult
+from ...budget import Forecast
+from ...observers import Observer, StepEvent
+from ...types import Problem, RSAResult, Stop
 from ...validate import ConfigError, check_bool, check_choice, check_int, did_you_mean
 from ._compat import PrerequisiteError, active_generate_config, qualified_name
-from .engine import InspectEngine
+from .engine import MODEL_LENGTH, InspectEngine
 from .problem import PRESETS, sample_problem, set_output
 
 logger = logging.getLogger(__name__)
@@ -37,6 +38,10 @@ class RSASolverError(ConfigError, PrerequisiteError):
         self.message = message
 
 
+#: the transcript span type of one RSA step
+STEP_SPAN_TYPE = "rsa_step"
+
+
 class RSAStore(StoreModel):
     """What RSA leaves in each sample's store (``state.store_as(RSAStore)``)."""
 
@@ -48,6 +53,7 @@ class RSAStore(StoreModel):
     population: list[dict[str, Any]] = []
     model_length: int = 0
     config: dict[str, Any] = {}
+    stopped: dict[str, Any] | None = None
 
 
 @solver(name=qualified_name("rsa"))
@@ -67,6 +73,13 @@ def rsa(
     include_reasoning: bool = False,
     template: str | None = None,
     max_model_len: int | None = None,
+    early_stop: str = RSAConfig.early_stop,
+    early_stop_patience: int = RSAConfig.early_stop_patience,
+    early_stop_confidence: float = RSAConfig.early_stop_confidence,
+    budget_generations: int | None = None,
+    budget_tokens: int | None = None,
+    budget_usd: float | None = None,
+    islands: int = RSAConfig.islands,
     **unknown: Any,
 ) -> Solver:
     """Recursive Self-Aggregation (arXiv 2509.26626) as a solver.
@@ -102,82 +115,128 @@ def rsa(
         template: aggregation prompt template with ``{problem}`` and ``{candidates}``.
         max_model_len: the model's context length; when given, aggregation prompts are fitted
             into it (budget lowered, candidates cut to their tails).
+        early_stop: end the sample's run once its answers agree: "never" (the paper),
+            "unanimous" or "consensus" (docs/spending-less.md).
+        early_stop_patience: consecutive agreeing steps before stopping.
+        early_stop_confidence: posterior probability of the majority for "consensus".
+        budget_generations, budget_tokens, budget_usd: the most one sample's run may spend
+            (in model calls, tokens, or US dollars where LiteLLM prices the model).
+        islands: M islands that draw subsets only from themselves and merge pairwise.
     """
-    options = dict(population=population, aggregation_size=aggregation_size, steps=steps,
-                   selection=selection, seed=seed, temperature=temperature, top_p=top_p,
-                   max_tokens=max_tokens, view=view, tail_tokens=tail_tokens,
-                   include_reasoning=include_reasoning, template=template)
+    given = dict(population=population, aggregation_size=aggregation_size, steps=steps,
+                 selection=selection, seed=seed, temperature=temperature, top_p=top_p,
+                 max_tokens=max_tokens, view=view, tail_tokens=tail_tokens,
+                 include_reasoning=include_reasoning, template=template, early_stop=early_stop,
+                 early_stop_patience=early_stop_patience,
+                 early_stop_confidence=early_stop_confidence,
+                 budget_generations=budget_generations, budget_tokens=budget_tokens,
+                 budget_usd=budget_usd, islands=islands)
     for name in unknown:  # short enough for one line of Inspect's 80-column error panel
-        valid = [*options, "preset", "system_message", "max_model_len"]
+        valid = [*given, "preset", "system_message", "max_model_len"]
         raise RSASolverError(f"Invalid argument to the rsa solver: {name!r}"
                              f"{did_you_mean(name, valid)}")
+    #: the arguments left open, which the eval's own generate config fills (`_resolve`)
+    open_ = frozenset(k for k in ("seed", "temperature", "top_p", "max_tokens")
+                      if given[k] is None)
     try:
         check_choice("preset", preset, PRESETS)
-        options["include_reasoning"] = check_bool("include_reasoning", include_reasoning)
+        given["include_reasoning"] = check_bool("include_reasoning", include_reasoning)
         context = None if max_model_len is None else check_int("max_model_len", max_model_len, 64)
         base = RSAConfig(kind=preset if preset not in ("auto", "none") else "auto",
-                         **{k: v for k, v in options.items() if v is not None})
+                         **{k: v for k, v in given.items() if v is not None})
     except ConfigError as exc:
         raise RSASolverError(f"Invalid argument to the rsa solver: {exc}") from None
 
     async def solve(state: TaskState, generate: Generate) -> TaskState:
-        config = _resolve(base, explicit=options)
+        config = _resolve(base, open_)
         problem = sample_problem(state, preset, system_message)
         engine = InspectEngine(max_model_len=context)
         store = state.store_as(RSAStore)
         store.config = {**config.to_dict(), "preset": preset}
         store.selection = config.selection
-
-        async def on_step(p: Problem, t: int, metrics: dict[str, Any],
-                          pop: list[Candidate]) -> None:
-            metrics = {**metrics, "model_length": engine.model_length - store.model_length}
-            transcript().info(metrics, source="rsa")
-            await engine.end_step()
-            store.steps = [*store.steps, metrics]
-            store.model_length = engine.model_length
-            chosen, _ = select(pop, problem.kind, config.selection, config.seed, p.id)
-            if chosen is not None:
-                set_output(state, str(engine.model), pop[chosen], problem)
-
+        shown = SampleView(state, store, str(engine.model), config)
         try:
-            [result] = await RSALoop(engine, config, progress=False, on_step=on_step).run([problem])
+            [result] = await RSALoop(engine, config, progress=False, announce=False,
+                                     observers=[shown]).run([problem])
         finally:
-            await engine.end_step()
-        _finish(state, store, engine, result)
+            await shown.end_step()
+        _finish(state, store, str(engine.model), result)
         return state
 
     return solve
 
 
-def _resolve(base: RSAConfig, explicit: dict[str, Any]) -> RSAConfig:
-    """Fill what ``-S`` left open from the eval's generate config (``--seed``, ``--temperature``...)."""
+class SampleView(Observer):
+    """What the sample shows while RSA runs, one owner per thing: a transcript span per step
+    (opened before the step's calls, closed after its metrics), the step's metrics as an info
+    event (with ``model_length``: its generations that ran out of context), and the current
+    choice as the sample's output, so a sample stopped by a limit keeps its best answer."""
+
+    def __init__(self, state: TaskState, store: RSAStore, model: str,
+                 config: RSAConfig) -> None:
+        self.state, self.store, self.model, self.config = state, store, model, config
+        self._span: Any = None
+
+    async def begin_step(self, problem: Problem, step: int) -> None:
+        await self.end_step()
+        self._span = span(f"step {step}", type=STEP_SPAN_TYPE)
+        await self._span.__aenter__()
+
+    def start(self, forecast: Forecast) -> None:
+        if self.config.spends_less:
+            transcript().info({"forecast": forecast.line(self.config)}, source="rsa")
+
+    def stopped(self, problem: Problem, stop: Stop, remaining: int) -> None:
+        self.store.stopped = {"step": stop.step, "reason": stop.reason}
+        transcript().info({"stopped": self.store.stopped, "generations_saved": remaining},
+                          source="rsa")
+
+    async def step(self, event: StepEvent) -> None:
+        over = sum(c.completion.finish_reason == MODEL_LENGTH for c in event.generations)
+        metrics = {**event.metrics, "model_length": over}
+        transcript().info(metrics, source="rsa")
+        await self.end_step()
+        self.store.steps = [*self.store.steps, metrics]
+        self.store.model_length += over
+        if event.chosen is not None:
+            set_output(self.state, self.model, event.population[event.chosen], event.problem)
+
+    async def end_step(self) -> None:
+        """Close the open step span, if any (also when a limit ends the sample mid-step)."""
+        if self._span is not None:
+            cm, self._span = self._span, None
+            await cm.__aexit__(None, None, None)
+
+
+def _resolve(base: RSAConfig, open_: frozenset[str]) -> RSAConfig:
+    """Fill what ``-S`` left `open_` from the eval's generate config (``--seed``,
+    ``--temperature``...)."""
     try:
         active = active_generate_config()
     except LookupError:  # outside an eval
         active = GenerateConfig()
     changes: dict[str, Any] = {}
-    if explicit["seed"] is None and active.seed is not None:
+    if "seed" in open_ and active.seed is not None:
         changes["seed"] = abs(int(active.seed))
-    if explicit["temperature"] is None and active.temperature is not None:
+    if "temperature" in open_ and active.temperature is not None:
         if active.temperature > 0:
             changes["temperature"] = active.temperature
         else:
             logger.warning("rsa: the eval asks for temperature 0, which would make every "
                            "candidate identical; sampling at 1.0 (set -S temperature= to override)")
-    if explicit["top_p"] is None and active.top_p is not None:
+    if "top_p" in open_ and active.top_p is not None:
         changes["top_p"] = active.top_p
-    if explicit["max_tokens"] is None:
+    if "max_tokens" in open_:
         changes["max_tokens"] = active.max_tokens
     return base.replace(**changes) if changes else base
 
 
-def _finish(state: TaskState, store: RSAStore, engine: InspectEngine, result: RSAResult) -> None:
+def _finish(state: TaskState, store: RSAStore, model: str, result: RSAResult) -> None:
     if result.chosen is not None:
-        set_output(state, str(engine.model), result.population[result.chosen], result.problem)
+        set_output(state, model, result.population[result.chosen], result.problem)
     store.answer = None if result.answer is None else str(result.answer)
     store.chosen = result.chosen
     store.votes = dict(result.votes)
-    store.model_length = engine.model_length
     store.population = [
         {"slot": c.slot, "parents": c.parents, "answer": c.answer, "score": c.score,
          "finish_reason": c.completion.finish_reason, "error": c.completion.error,

@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from ...budget import Budget, Cost, forecast, left_for, spent_by
 from ...config import RSAConfig
 from ...engines.base import Engine
 from ...loop import RSALoop
@@ -118,8 +119,16 @@ class RSAGenerateMixin:
         outputs: list[str] = [""] * len(requests)
         failures: list[str] = []
         runs_of_task: Counter[str] = Counter()
-        for group in groups.values():
-            config, engine = self._group_config(group.gen_kwargs, group.task)
+        plans = [(g, *self._group_config(g.gen_kwargs, g.task)) for g in groups.values()]
+        firsts = [forecast(engine, config, [problems[i] for i in g.indices]).first_step
+                  for g, config, engine in plans]
+        if self.rsa.config.budgeted:  # one budget for the whole lm-eval run: refuse it up front
+            Budget(plans[0][1], plans[0][2]).check_first_steps(sum(firsts, Cost()),
+                                                               len(problems))
+        used = Cost()
+        for n, (group, config, engine) in enumerate(plans):
+            if config.budgeted:  # what earlier tasks used; later tasks' first steps held back
+                config = left_for(config, used, sum(firsts[n + 1:], Cost()))
             progress = self.rsa.progress if self.rsa.progress is not None else not disable_tqdm
             sent = self._stop_sent(engine, config, group.task)
             loop = RSALoop(engine, config, trace=self._trace(group.task, runs_of_task[group.task]),
@@ -137,8 +146,12 @@ class RSAGenerateMixin:
                 hook = getattr(self, "cache_hook", None)
                 if hook is not None:
                     hook.add_partial("generate_until", requests[i].args, out)
+            used = used + spent_by(engine, results)
+            stops = Counter(r.stopped.reason for r in results if r.stopped is not None)
             self._rsa_runs.append({"task": group.task, "requests": len(group.indices),
-                                   "config": config.to_dict(), "stop_sent": sent})
+                                   "config": config.to_dict(),
+                                   "generations": sum(r.usage.calls for r in results),
+                                   "stopped": dict(stops), "stop_sent": sent})
             self._rsa_engine_info = {**engine.describe(), **_counters(engine)}
         if len(failures) == len(requests):
             raise RSARunError(f"RSA failed for every request ({len(failures)}); first: "

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ...answers import extract, vote
-from ...metrics import ACCURACY_KEYS
+from ...metrics import ACCURACY_KEYS, population_accuracy
 
 METRICS = ACCURACY_KEYS
 
@@ -42,8 +42,4 @@ def population_metrics(response: Any, score: Callable[[str], float],
     texts = population(response)
     scores = [float(score(t)) if t else 0.0 for t in texts]
     best, _ = vote([extract(t, kind) for t in texts], kind)
-    return {
-        "mean_accuracy": sum(scores) / len(scores),
-        "majority_accuracy": scores[best] if best is not None else 0.0,
-        "pass_at_n": float(any(s >= 1.0 for s in scores)),
-    }
+    return population_accuracy(scores, len(scores), best)

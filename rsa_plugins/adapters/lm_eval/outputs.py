@@ -13,7 +13,8 @@ class RSAOutput(str):
 
     Attributes: ``population`` (final candidate texts, failed ones as ""), ``answers`` (their
     extracted answers), ``chosen`` (index of the returned one, None if all failed),
-    ``answer``, ``votes``, ``steps`` (per-step metrics), ``usage`` and ``failed``.
+    ``answer``, ``votes``, ``steps`` (per-step metrics), ``usage``, ``failed`` and ``stopped``
+    (``{"step": t, "reason": ...}`` when the problem ended before the last step, else None).
     lm-eval's sample log writes the plain text; task code reads the attributes
     (`rsa_plugins.adapters.lm_eval.metrics`).
     """
@@ -26,6 +27,7 @@ class RSAOutput(str):
     steps: list[dict[str, Any]]
     usage: dict[str, int]
     failed: bool
+    stopped: dict[str, Any] | None
 
     def __new__(cls, text: str, **attributes: Any) -> RSAOutput:
         obj = super().__new__(cls, text)
@@ -42,7 +44,8 @@ class RSAOutput(str):
                                for c in result.population],
                    answers=[c.answer for c in result.population], chosen=result.chosen,
                    answer=result.answer, votes=dict(result.votes), steps=list(result.steps),
-                   usage=dataclasses.asdict(result.usage), failed=result.failed)
+                   usage=dataclasses.asdict(result.usage), failed=result.failed,
+                   stopped=dataclasses.asdict(result.stopped) if result.stopped else None)
 
 
 def _rebuild(text: str, attributes: dict[str, Any]) -> RSAOutput:
