@@ -111,3 +111,23 @@ def aggregation_prompt(problem: Problem, views: list[str], config: RSAConfig, ki
         f"{blocks}\n\n"
         f"Now write one improved response to the problem{closing}"
     )
+
+
+def aggregation_stop(stop: tuple[str, ...] | list[str], problem: Problem) -> list[str]:
+    """The stop strings of an aggregation request: the task's, less two kinds that cut
+    aggregated replies before their answer (measured on SmolLM2 with lm-eval's BBH, minerva,
+    nq_open and triviaqa files: tests/benchmarks/test_stop_strings_real.py).
+
+    - Those that open the problem's own text (BBH's ``Q``, Minerva's ``Problem:``,
+      ``Question:``): they keep a plain reply from starting a new few-shot example, but the
+      aggregation turn quotes the problem, and a reply that restates it stops at once.
+    - Blank lines (a stop string of whitespace with ``\\n\\n`` in it): an aggregated reply
+      often opens with a line that introduces its answer ("Here is the improved solution:")
+      and a blank line.
+
+    A single line break and punctuation stay (short-answer tasks end their answer there), as
+    do the task's filters and ``max_gen_toks``: the first answer of a longer reply is the one
+    a task's filter takes.
+    """
+    return [s for s in stop if not (s.strip() and problem.prompt.startswith(s))
+            and not (not s.strip() and "\n\n" in s)]

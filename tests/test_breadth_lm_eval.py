@@ -21,6 +21,8 @@ import pytest
 
 from breadth_tasks import make_task, write_code_eval
 from format_stub import FormatStub
+from rsa_plugins.prompts import aggregation_stop
+from rsa_plugins.types import Problem
 
 N, K, T, DOCS = 2, 2, 2, 2
 
@@ -115,9 +117,13 @@ def test_task_scores_the_same_with_rsa(name, stub, tmp_path, monkeypatch):
     assert got["rsa"] == got["plain"]
     assert generations(logs["plain"]) == DOCS
     assert generations(logs["rsa"]) == DOCS * N * T
+    first_user = [m for m in logs["plain"][0]["body"]["messages"] if m["role"] == "user"][-1]
+    stops = {"sample": [s for s in until if s],  # every one of the task's (five for humaneval)
+             "aggregation": aggregation_stop(until, Problem(first_user["content"]))}
     for e in logs["rsa"]:
         assert e["status"] == 200, e
-        assert e["body"].get("stop", []) == [s for s in until if s], e["body"].get("stop")
+        kind = "aggregation" if "---- Solution 1 ----" in str(e["body"]["messages"]) else "sample"
+        assert e["body"].get("stop", []) == stops[kind], (kind, e["body"].get("stop"))
         roles = [m["role"] for m in e["body"]["messages"]]
         assert roles[-1] in ("user", "assistant") and "user" in roles, roles
         text = "\n".join(str(m["content"]) for m in e["body"]["messages"])

@@ -91,3 +91,21 @@ def test_lm_eval_records_what_was_sent_in_results_and_trace(stub, tmp_path):
 #: gsm8k_cot_llama's until, as shipped
 UNTIL_LLAMA = ["<|eot_id|>", "<|start_header_id|>user<|end_header_id|>", "Q:", "</s>",
                "<|im_end|>"]
+
+
+@pytest.mark.parametrize("prompt, until, kept", [
+    ("Q: How many fruits?\nA: Let's think step by step.", ["</s>", "Q", "\n\n"], ["</s>"]),
+    ("Problem:\nFind x.\n\nSolution:", ["Problem:"], []),
+    ("Question: Which gas?\nAnswer:", ["Question:", "</s>", "<|im_end|>"], ["</s>", "<|im_end|>"]),
+    ("Q: who wrote it?\nA:", ["\n", ".", ","], ["\n", ".", ","]),
+    ('def f():\n    """Return 7."""\n', ["\nclass", "\ndef", "\n#", "\nif", "\nprint"],
+     ["\nclass", "\ndef", "\n#", "\nif", "\nprint"]),
+])
+def test_aggregation_keeps_the_stops_that_do_not_cut_replies_before_their_answer(prompt, until,
+                                                                                  kept):
+    """Measured on the embedded model (benchmarks/test_stop_strings_real.py): stops that open
+    the problem's own text and blank lines cut aggregated replies before their answer."""
+    from rsa_plugins.prompts import aggregation_stop
+    from rsa_plugins.types import Problem
+
+    assert aggregation_stop(until, Problem(prompt)) == kept
