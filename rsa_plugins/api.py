@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, overload
@@ -12,7 +13,7 @@ from .engines.base import Engine
 from .loop import RSALoop
 from .observers import OnStep
 from .types import Problem, RSAResult, Scorer
-from .validate import check_not_misspelled
+from .validate import check_known
 
 ProblemLike = str | Problem | Mapping[str, Any]
 
@@ -71,6 +72,27 @@ def make_engine(model: str | Engine | Any, api_base: str | None = None, **option
     return LiteLLMEngine(model, api_base=api_base, **options)
 
 
+_CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(RSAConfig))
+
+
+def engine_option_names(model: Any) -> set[str]:
+    """The engine options `run` accepts for `model` (an engine object takes none): LiteLLM's
+    (its engine's, its `completion` arguments, the pass-through request fields), or vLLM's
+    (its engine's and ``vllm.EngineArgs``'s)."""
+    if isinstance(model, Engine):
+        return set()
+    from .embedded import NAME
+
+    if isinstance(model, str) and (model == NAME or model.startswith(("vllm:", "vllm-async:"))):
+        from .engines.vllm import AsyncVLLMEngine, VLLMEngine
+        from .engines.vllm_base import option_names as vllm_options
+
+        return vllm_options(VLLMEngine, AsyncVLLMEngine) | {"verbose"}
+    from .engines.litellm import option_names
+
+    return option_names() | {"verbose", "model_group"}
+
+
 @overload
 async def arun(problem_or_problems: ProblemLike, model: Any = ..., api_base: str | None = ...,
                population: int = ..., aggregation_size: int = ..., steps: int = ...,
@@ -92,12 +114,14 @@ async def arun(problem_or_problems: ProblemLike | Sequence[ProblemLike], model: 
     """Run RSA; one result for a single problem, a list for a list.
 
     `options` holds `RSAConfig` fields (temperature, max_tokens, view, kind, lockstep,
-    concurrency, ...) and engine options (api_key, timeout, max_retries, use_n, ...).
+    concurrency, ...) and engine options (api_key, timeout, max_retries, use_n, LiteLLM's
+    request arguments, ...; see `engine_option_names`); any other name is a `ConfigError`
+    naming the closest valid one.
     """
     config, engine_options = RSAConfig.from_options(
         population=population, aggregation_size=aggregation_size, steps=steps,
         selection=selection, seed=seed, **options)
-    check_not_misspelled("option", engine_options, RSAConfig.__dataclass_fields__)
+    check_known("option", engine_options, [*_CONFIG_FIELDS, *engine_option_names(model)])
     single = isinstance(problem_or_problems, (str, Problem, Mapping))
     items = [problem_or_problems] if single else list(problem_or_problems)  # type: ignore[list-item]
     problems = [as_problem(x, scorer) for x in items]

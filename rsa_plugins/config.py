@@ -8,7 +8,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .validate import ConfigError, check_choice, check_float, check_int
+from .kinds import NAMES as _KIND_NAMES
+from .validate import ConfigError, check_choice, check_float, check_int, refuse_unknown
 
 __all__ = ["RSAConfig", "ConfigError", "SELECTIONS", "VIEWS", "ORDERS", "KINDS", "EARLY_STOPS"]
 
@@ -18,9 +19,10 @@ ORDERS = ("drawn", "index")
 #: per-problem stopping rules between steps ("never": the paper's full schedule)
 EARLY_STOPS = ("never", "unanimous", "consensus")
 #: answer kinds: how answers are extracted and compared ("auto": detected from the prompt)
-KINDS = ("auto", "math", "multiple_choice", "code", "reasoning_gym", "general")
+KINDS = ("auto", *_KIND_NAMES)
 
 
+@refuse_unknown
 @dataclass(frozen=True)
 class RSAConfig:
     """Parameters of Recursive Self-Aggregation (paper semantics).

@@ -19,10 +19,10 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any, NamedTuple
 
+from .kinds import MATHEMATICAL
+
 # ------------------------------------------------------------------ canonical keys
 
-#: kinds whose answers may be compared with math-verify
-_MATH_KINDS = frozenset({"math", "general", "auto"})
 #: longer answers are never sent to math-verify (nothing can interrupt a parse in a thread)
 _MAX_MATH_CHARS = 200
 #: CPU seconds of math-verify work (the calling thread's, so other load does not count) that one
@@ -101,7 +101,7 @@ def _make_entry(text: str, kind: str) -> _Entry:
     number = _as_number(key)
     if number is not None and math.isfinite(number):  # "1,000", "1000.0" and "2000/2" agree
         key = str(int(number)) if number.is_integer() and abs(number) < 1e15 else repr(number)
-    mathematical = kind in _MATH_KINDS and _looks_mathematical(clean)
+    mathematical = kind in MATHEMATICAL and _looks_mathematical(clean)
     return _Entry(key, number, clean if mathematical else None)
 
 

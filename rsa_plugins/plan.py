@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from .config import RSAConfig
 from .engines.base import Engine
 from .fit import fit_aggregation, fit_first
-from .prompts import candidate_view
+from .prompts import aggregation_stop, candidate_view
 from .seeds import derive_seed
 from .types import Candidate, Problem, Request
 
@@ -70,6 +70,7 @@ async def aggregation_jobs(engine: Engine, config: RSAConfig, problem: Problem, 
             drawn = sorted(drawn)
         parents = [population[i] for i in drawn]
         base = request_for(config, problem, step, slot)
+        base.stop = aggregation_stop(base.stop, problem)
         own = engine.aggregation_request(base, [c.completion for c in parents])
         if own is not None:
             fit_error, cut, request = None, False, own

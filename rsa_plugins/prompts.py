@@ -15,23 +15,21 @@ an open-ended task gets no answer line at all.
 
 from __future__ import annotations
 
+import re
+
 from .answers import extract
 from .config import RSAConfig
+from .kinds import KINDS
 from .types import Candidate, Problem, Tokenizer
 
-#: the clause RSA adds to prompts, per answer kind, where it chooses the format itself
-ANSWER_FORMATS: dict[str, str] = {
-    "math": "the final answer written as \\boxed{...}",
-    "multiple_choice": "the letter of the correct option on its own last line, as ANSWER: X",
-    "code": "the complete final program in a single fenced code block",
-    "reasoning_gym": "the final answer between <answer> and </answer> tags",
-    "general": "a last line of the form ANSWER: <your final answer>",
-}
+#: the clause RSA adds to prompts, per answer kind, where it chooses the format itself (from
+#: `rsa_plugins.kinds`, the one table of kinds)
+ANSWER_FORMATS: dict[str, str] = {name: k.clause for name, k in KINDS.items()}
 #: what the task is called in the prompt, per answer kind
-NOUNS = {"math": "math problem", "multiple_choice": "multiple-choice question",
-         "code": "programming problem"}
+NOUNS: dict[str, str] = {name: k.noun for name, k in KINDS.items()}
 
 OMITTED = "[... earlier part omitted ...]\n"
+_LEADING_BLANK_LINES = re.compile(r"\A(?:[ \t]*\r?\n)+")
 #: what an aggregation of several candidates asks (the core's prompt, DSPy's instructions)
 COMBINE = ("Some of them may be wrong or incomplete. Combine the useful ideas of the candidates "
            "into one better response: where they disagree, work out which is right; if every "
@@ -44,7 +42,7 @@ REFINE = ("The candidate may be incomplete or contain mistakes. Refine it into a
 
 def instruction(kind: str) -> str:
     """The sentence RSA appends to a prompt when it chooses the answer format of `kind`."""
-    return f"Reason step by step, then end your response with {ANSWER_FORMATS[kind]}."
+    return KINDS[kind].instruction
 
 
 def tail(text: str, n_tokens: int, tokenizer: Tokenizer | None = None) -> tuple[str, bool]:
@@ -60,6 +58,12 @@ def tail(text: str, n_tokens: int, tokenizer: Tokenizer | None = None) -> tuple[
     return OMITTED + text[-limit:], True
 
 
+def shown(text: str) -> str:
+    """`text` without trailing whitespace and leading blank lines; the first line keeps its
+    indentation (a code completion's ``    return x`` is still inside its function)."""
+    return _LEADING_BLANK_LINES.sub("", text.rstrip())
+
+
 def candidate_view(cand: Candidate, config: RSAConfig, problem: Problem, kind: str,
                    tokenizer: Tokenizer | None = None) -> str:
     """The text of a candidate as it appears in an aggregation prompt.
@@ -70,12 +74,12 @@ def candidate_view(cand: Candidate, config: RSAConfig, problem: Problem, kind: s
     text = cand.completion.text
     if problem.prefill:
         text = f"{problem.prefill}{text}"
-    text = text.strip()
+    text = shown(text)
     if config.view == "answer":
         answer = cand.answer if cand.answer is not None else extract(text, kind)
         return f"Final answer: {answer}" if answer is not None else text[-400:]
     if config.include_reasoning and cand.completion.reasoning:
-        text = f"<think>\n{cand.completion.reasoning.strip()}\n</think>\n{text}"
+        text = f"<think>\n{shown(cand.completion.reasoning)}\n</think>\n{text}"
     if config.view == "tail":
         text, _ = tail(text, config.tail_tokens, tokenizer)
     return text
@@ -107,3 +111,23 @@ def aggregation_prompt(problem: Problem, views: list[str], config: RSAConfig, ki
         f"{blocks}\n\n"
         f"Now write one improved response to the problem{closing}"
     )
+
+
+def aggregation_stop(stop: tuple[str, ...] | list[str], problem: Problem) -> list[str]:
+    """The stop strings of an aggregation request: the task's, less two kinds that cut
+    aggregated replies before their answer (measured on SmolLM2 with lm-eval's BBH, minerva,
+    nq_open and triviaqa files: tests/benchmarks/test_stop_strings_real.py).
+
+    - Those that open the problem's own text (BBH's ``Q``, Minerva's ``Problem:``,
+      ``Question:``): they keep a plain reply from starting a new few-shot example, but the
+      aggregation turn quotes the problem, and a reply that restates it stops at once.
+    - Blank lines (a stop string of whitespace with ``\\n\\n`` in it): an aggregated reply
+      often opens with a line that introduces its answer ("Here is the improved solution:")
+      and a blank line.
+
+    A single line break and punctuation stay (short-answer tasks end their answer there), as
+    do the task's filters and ``max_gen_toks``: the first answer of a longer reply is the one
+    a task's filter takes.
+    """
+    return [s for s in stop if not (s.strip() and problem.prompt.startswith(s))
+            and not (not s.strip() and "\n\n" in s)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .prompts import ANSWER_FORMATS
+from .kinds import KINDS
 from .types import Problem
 from .validate import did_you_mean
 
@@ -98,7 +98,7 @@ def reasoning_gym_problems(dataset: str, limit: int = 20, seed: int = 0,
         problems.append(Problem(
             prompt=f"{entry['question']}\n\n{instruction}", id=f"{dataset}-{seed}-{i}",
             target=entry["answer"], kind="math" if number else "reasoning_gym", scorer=score,
-            answer_format=NUMBER_HINT if number else ANSWER_FORMATS["reasoning_gym"],
+            answer_format=NUMBER_HINT if number else KINDS["reasoning_gym"].clause,
             metadata=metadata,
         ))
     return problems

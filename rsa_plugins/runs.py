@@ -118,13 +118,13 @@ def free_problem(text: str, kind: str = "auto", add_format: bool = True) -> Prob
     `Problem.answer_format`, so aggregation prompts repeat it.
     """
     from .answers import detect_kind
-    from .prompts import ANSWER_FORMATS
+    from .kinds import get
 
     found = detect_kind(text)
     kind = found if kind == "auto" else kind
     if not add_format or (found == kind != "general"):
         return Problem(text, kind=kind)
-    fmt = ANSWER_FORMATS[kind]
+    fmt = get(kind).clause
     return Problem(f"{text.rstrip()}\n\n{FREE_INSTRUCTION.format(fmt)}", kind=kind,
                    answer_format=fmt)
 

@@ -6,9 +6,13 @@ or ``unknown option 'populaton' (did you mean 'population'?)``.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import functools
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeVar
+
+_Class = TypeVar("_Class", bound=type)
 
 
 class ConfigError(ValueError):
@@ -84,3 +88,18 @@ def check_not_misspelled(kind: str, given: Iterable[str], valid: Iterable[str]) 
         hint = did_you_mean(name, valid, cutoff=0.85) if name not in valid else ""
         if hint:
             raise ConfigError(f"unknown {kind} {name!r}{hint}")
+
+
+def refuse_unknown(cls: _Class) -> _Class:
+    """Make a dataclass refuse unknown keyword arguments with a `ConfigError` naming the closest
+    field (``unknown RSAConfig field 'populaton' (did you mean 'population'?)``)."""
+    init = cls.__init__
+    names = {f.name for f in dataclasses.fields(cls)}
+
+    @functools.wraps(init)
+    def checked(self: Any, *args: Any, **kwargs: Any) -> None:
+        check_known(f"{cls.__name__} field", kwargs, names)
+        init(self, *args, **kwargs)
+
+    cls.__init__ = checked  # type: ignore[misc]
+    return cls

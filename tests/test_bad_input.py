@@ -54,6 +54,40 @@ def test_api_bad_config_fails_before_any_call(kwargs, word):
         rsa_plugins.run("q", model="hosted_vllm/x", api_base=DOWN, **kwargs)
 
 
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(populaton=5, population=2, aggregation_size=2),
+     "unknown option 'populaton' (did you mean 'population'?)"),
+    (dict(agregation_size=2), "unknown option 'agregation_size' (did you mean 'aggregation_size'?)"),
+    (dict(api_kye="k"), "unknown option 'api_kye' (did you mean 'api_key'?)"),
+    (dict(target="42"), "unknown option 'target'"),
+])
+def test_api_refuses_misspelled_options_naming_the_closest(kwargs, message):
+    """A typo used to run with the default and say nothing (issue 22, item 3)."""
+    with pytest.raises(ConfigError) as err:
+        rsa_plugins.run("q", model="hosted_vllm/x", api_base=DOWN, **kwargs)
+    assert str(err.value) == message
+
+
+def test_api_passes_documented_engine_options_and_an_engine_takes_none():
+    from fakes import ScriptedEngine
+
+    # LiteLLM's request arguments and vLLM's extra sampling fields are documented pass-through
+    res = rsa_plugins.run("q", model="hosted_vllm/x", api_base=DOWN, population=1,
+                          aggregation_size=1, steps=1, max_retries=0, top_k=20,
+                          reasoning_effort="low", extra_headers={"X-Trace": "1"}, progress=False)
+    assert res.failed  # it ran (and found nothing listening), instead of refusing
+    with pytest.raises(ConfigError, match="unknown option 'timeout'"):
+        rsa_plugins.run("q", ScriptedEngine(), population=2, aggregation_size=1, steps=1,
+                        timeout=5)
+
+
+def test_config_refuses_misspelled_fields():
+    with pytest.raises(ConfigError, match=r"unknown RSAConfig field 'populaton' \(did you mean "
+                                          r"'population'\?\)"):
+        rsa_plugins.RSAConfig(populaton=5)
+    assert rsa_plugins.RSAConfig(population=5).replace(steps=2).population == 5
+
+
 def test_api_empty_problem_and_bad_model():
     with pytest.raises(ValueError, match="non-empty"):
         Problem("   ")

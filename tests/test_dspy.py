@@ -146,9 +146,9 @@ def test_user_instructions_are_kept_for_aggregation():
         label: str = dspy.OutputField()
 
     rsa = RSA(Classify, population=2, aggregation_size=2, steps=2, reasoning=False)
-    assert [n for n, _ in rsa.named_predictors()] == ["generate", "aggregate"]
+    assert [n for n, _ in rsa.named_predictors()] == ["generate.predict", "aggregate.predict"]
     assert rsa.answer_field == "label"
-    text = rsa.aggregate.signature.instructions
+    text = rsa.aggregate.predict.signature.instructions
     assert text.startswith("The task: Classify the sentiment") and "candidate solutions" in text
 
 
@@ -322,8 +322,8 @@ def test_wrapping_a_user_module_with_a_pinned_lm_still_samples_distinct_calls():
     inner = TwoStep()
     inner.solve.predict.lm = lm  # pinned: dspy.context(lm=...) copies would not reach it
     rsa = RSA(inner, population=3, aggregation_size=2, steps=2)
-    # the inner signature already has `reasoning`, so the aggregator is a plain Predict
-    assert [n for n, _ in rsa.named_predictors()] == ["generate.solve.predict", "aggregate"]
+    # the inner signature already has `reasoning`; the aggregator is still `aggregate.predict`
+    assert [n for n, _ in rsa.named_predictors()] == ["generate.solve.predict", "aggregate.predict"]
     with dspy.context(lm=lm):
         pred = rsa(question="q")
     assert eng.calls == 6 and len(set(rollout_ids(lm))) == 6
@@ -378,6 +378,54 @@ def test_save_load_round_trip_gives_identical_calls(tmp_path):
         after = loaded(question="q")
     assert eng.calls == calls  # every request identical to the original's: all cache hits
     assert after.completions.answer == before.completions.answer and after.answer == before.answer
+
+
+def test_one_predictor_name_however_rsa_is_built_so_state_moves_between_them(tmp_path):
+    """RSA(ChainOfThought(sig)) named its aggregator `aggregate`, so its state did not load into
+    RSA(sig) (KeyError); its instructions began with DSPy's default preamble (issue 22, item 6)."""
+    sig = "question -> answer"
+    built = {"signature": RSA(sig, population=2, aggregation_size=2, steps=2),
+             "chain_of_thought": RSA(dspy.ChainOfThought(sig), population=2, aggregation_size=2,
+                                     steps=2),
+             "no_reasoning": RSA(sig, population=2, aggregation_size=2, steps=2, reasoning=False)}
+    for name, rsa in built.items():
+        assert [n for n, _ in rsa.named_predictors()] == ["generate.predict",
+                                                          "aggregate.predict"], name
+        text = rsa.aggregate.predict.signature.instructions
+        assert not text.startswith("The task:") and "Given the fields" not in text, (name, text)
+    cot = built["chain_of_thought"]
+    cot.aggregate.predict.signature = cot.aggregate.predict.signature.with_instructions("Tuned.")
+    cot.generate.predict.demos = [dspy.Example(question="q0", reasoning="r", answer="A")]
+    path = tmp_path / "cot.json"
+    cot.save(str(path))
+    plain = RSA(sig, population=2, aggregation_size=2, steps=2)
+    plain.load(str(path))
+    assert plain.aggregate.predict.signature.instructions == "Tuned."
+    assert plain.generate.predict.demos[0]["answer"] == "A"
+
+
+class DraftThenFinal(dspy.Module):
+    """A pipeline whose last predictor reads the first one's output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.draft = dspy.Predict("question -> draft")
+        self.final = dspy.Predict("question, draft -> answer")
+
+    def forward(self, question):
+        draft = self.draft(question=question).draft
+        return self.final(question=question, draft=draft)
+
+
+def test_a_pipeline_whose_last_predictor_takes_other_inputs_names_signature():
+    with pytest.raises(TypeError, match=r"missing input field\(s\) \['draft'\].*signature="):
+        RSA(DraftThenFinal(), population=2, aggregation_size=2, steps=1)(question="q")
+    eng = ScriptedLM(answers=["A", "A"], extra={"draft": "d"})
+    rsa = RSA(DraftThenFinal(), population=2, aggregation_size=2, steps=2,
+              signature="question -> answer")
+    with dspy.context(lm=make_lm(eng)):
+        pred = rsa(question="q")
+    assert pred.answer == "A" and eng.calls == 2 * 2 + 2  # 2 calls per first-step sample
 
 
 def test_copies_for_optimizers():

@@ -300,14 +300,3 @@ def test_rsa_litellm_through_simple_evaluate(toy_tasks, tmp_path, caplog):
     for key in ("exact_match,none", "mean_accuracy,none", "majority_accuracy,none", "pass_at_n,none"):
         assert 0.0 <= agg[key] <= 1.0
     assert agg["mean_accuracy,none"] <= agg["pass_at_n,none"]
-
-
-def test_rsa_litellm_refuses_loglikelihood():
-    from lm_eval.api.instance import Instance
-
-    from rsa_plugins.adapters.lm_eval.litellm import RSALiteLLM
-
-    lm = RSALiteLLM(model="hosted_vllm/x", api_base="http://127.0.0.1:9/v1")
-    req = Instance("loglikelihood", {}, ("ctx", " cont"), 0, ("hellaswag", 0, 1))
-    with pytest.raises(NotImplementedError, match="hellaswag.*generative"):
-        lm.loglikelihood([req])

@@ -39,6 +39,8 @@ class Engine(ABC):
     tokenizer: Tokenizer | None = None
     #: when requests are inside the engine, for engines that keep track (`rsa_plugins.busy`)
     busy_clock: BusyClock | None = None
+    #: the most stop strings the engine's provider takes (None: no limit)
+    max_stop: int | None = None
 
     @abstractmethod
     async def generate(self, requests: Sequence[Request]) -> list[list[Completion]]:
@@ -77,6 +79,10 @@ class Engine(ABC):
 
     async def prepare(self) -> None:
         """Called once before a run, on the run's event loop (e.g. to learn `max_model_len`)."""
+
+    def stop_sent(self, stop: Sequence[str]) -> list[str]:
+        """The stop strings a request with `stop` really sends (the first `max_stop`)."""
+        return list(stop if self.max_stop is None else stop[: self.max_stop])
 
     def describe(self) -> dict[str, object]:
         """What goes into traces and framework logs about this engine (never secrets)."""

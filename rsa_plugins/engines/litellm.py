@@ -29,6 +29,12 @@ from .errors import (
 )
 from .http import OpenAIServer, parse_choices
 
+#: request fields passed on as they are that LiteLLM does not name but OpenAI-compatible servers
+#: (vLLM, SGLang) take; LiteLLM's own `completion` arguments pass through too
+EXTRA_FIELDS = ("top_k", "min_p", "repetition_penalty", "extra_body", "chat_template_kwargs")
+#: hosts that refuse more than 4 stop strings (OpenAI's API and Azure's); other servers reached
+#: directly (vLLM, SGLang, ...) take every one
+CAPPED_HOSTS = ("api.openai.com", ".openai.azure.com", "api.groq.com")
 #: providers whose servers speak the plain OpenAI chat-completions protocol at `api_base`
 OPENAI_COMPATIBLE = {"hosted_vllm", "openai", "openai_like", "custom_openai", "lm_studio",
                      "llamafile", "sglang", "xinference"}
@@ -90,6 +96,13 @@ class LiteLLMEngine(Engine):
         self.supports_n = use_n
         self._semaphores: dict[int, asyncio.Semaphore] = {}
         self._http = self._resolve_transport(transport)
+        # LiteLLM's `completion` keeps the first 4 stop strings for every provider (unless
+        # `litellm.disable_stop_sequence_limit`); the direct transport sends all but to
+        # hosts that refuse more
+        capped = self._http is None and not litellm.disable_stop_sequence_limit
+        if self._http is not None and any(h in self._http.base for h in CAPPED_HOSTS):
+            capped = True
+        self.max_stop = 4 if capped else None
         self._fatal: FatalAPIError | None = None  # set by a 401/403/404: every call would fail
 
     def _resolve_transport(self, transport: str) -> OpenAIServer | None:
@@ -114,6 +127,21 @@ class LiteLLMEngine(Engine):
             return None
         return OpenAIServer(base, name, self._api_key or key, self.concurrency, self.timeout)
 
+    def openai_server(self) -> tuple[str, str, str | None] | None:
+        """(base URL, served model name, API key) of the OpenAI-compatible server this engine
+        calls, or None for other providers (hosted APIs LiteLLM translates, a Router)."""
+        import litellm
+
+        if self.router is not None:
+            return None
+        try:
+            name, provider, key, base = litellm.get_llm_provider(self.model, api_base=self.api_base)
+        except Exception:  # noqa: BLE001
+            return None
+        if provider not in OPENAI_COMPATIBLE or not base:
+            return None
+        return str(base).rstrip("/"), name, self._api_key or key
+
     def _provider_accepts_n(self) -> bool:
         import litellm
 
@@ -134,7 +162,8 @@ class LiteLLMEngine(Engine):
 
     def describe(self) -> dict[str, object]:
         return {"engine": self.name, "model": self.model, "api_base": self.api_base,
-                "transport": "litellm" if self._http is None else "http"}
+                "transport": "litellm" if self._http is None else "http",
+                "max_stop": self.max_stop}
 
     def _semaphore(self) -> asyncio.Semaphore:
         loop_id = id(asyncio.get_running_loop())
@@ -164,8 +193,8 @@ class LiteLLMEngine(Engine):
         kwargs.update(req.extra)
         kwargs.update(messages=req.messages, temperature=req.temperature, seed=seed,
                       timeout=self.timeout, caching=False, num_retries=0)
-        if req.stop:  # OpenAI-style APIs take at most 4 stop strings
-            kwargs["stop"] = list(req.stop[:4])
+        if req.stop:  # every one, but where the provider takes fewer (`max_stop`)
+            kwargs["stop"] = self.stop_sent(req.stop)
         if req.prefill is not None and self.model.startswith("hosted_vllm/"):
             # vLLM's chat API continues the assistant prefill instead of starting a new turn
             kwargs["extra_body"] = {**(kwargs.get("extra_body") or {}),
@@ -244,3 +273,16 @@ class LiteLLMEngine(Engine):
         """Close this engine's own HTTP sessions (LiteLLM's shared clients: `rsa_plugins.aclose`)."""
         if self._http is not None:
             await self._http.aclose()
+
+
+def option_names() -> set[str]:
+    """Every keyword `LiteLLMEngine` accepts: its own, LiteLLM's `completion` arguments and
+    `EXTRA_FIELDS` (the documented pass-through request fields)."""
+    import inspect
+
+    import litellm
+
+    own = set(inspect.signature(LiteLLMEngine.__init__).parameters)
+    passed = set(inspect.signature(litellm.completion).parameters)
+    return (own | passed | set(EXTRA_FIELDS)) - {"self", "completion_kwargs", "kwargs", "model",
+                                                  "messages"}

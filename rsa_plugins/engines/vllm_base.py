@@ -205,3 +205,14 @@ def _on_cpu() -> bool:
         return bool(current_platform.is_cpu())
     except Exception:  # noqa: BLE001 - unknown platform API: assume a GPU build
         return False
+
+
+def option_names(*engines: type[Engine]) -> set[str]:
+    """The options in-process vLLM `engines` take: their own and ``vllm.EngineArgs``'s."""
+    import dataclasses
+    import inspect
+
+    from vllm.engine.arg_utils import EngineArgs
+
+    own = {p for e in engines for p in inspect.signature(e.__init__).parameters}
+    return own | {f.name for f in dataclasses.fields(EngineArgs)}

@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dspy
-from dspy.adapters.utils import serialize_for_json
 
 from ...engines.base import TEMPLATE_OVERHEAD, Engine, EngineError
 from ...engines.litellm import model_prices
 from ...seeds import derive_seed
 from ...types import Completion, Request
+from ._compat import serialize_for_json
 
 #: the aggregation predictor's input field holding the K candidates
 CANDIDATES_FIELD = "candidate_solutions"

@@ -31,6 +31,7 @@ from ...loop import RSALoop
 from ...prompts import COMBINE, REFINE
 from ...types import Problem, RSAResult
 from ...validate import ConfigError, check_int, check_not_misspelled
+from ._compat import is_default_instructions
 from .engine import CANDIDATES_FIELD, DSPyEngine, Predictors, render_fields, vote_key
 
 __all__ = ["RSA", "RSAPrediction", "vote_key", "AGGREGATION_INSTRUCTIONS", "REFINE_INSTRUCTIONS"]
@@ -76,6 +77,20 @@ def _base_signature(module: dspy.Module, signature: Any) -> type[dspy.Signature]
     if not predictors:
         raise ConfigError("signature_or_module: the module has no predictors; pass signature=")
     return predictors[-1][1].signature
+
+
+class _Single(dspy.Module):
+    """One `dspy.Predict` as ``.predict``: the shape of ``dspy.ChainOfThought``."""
+
+    def __init__(self, signature: type[dspy.Signature], **config: Any) -> None:
+        super().__init__()
+        self.predict = dspy.Predict(signature, **config)
+
+    def forward(self, **kwargs: Any) -> dspy.Prediction:
+        return self.predict(**kwargs)
+
+    async def aforward(self, **kwargs: Any) -> dspy.Prediction:
+        return await self.predict.acall(**kwargs)
 
 
 class RSA(dspy.Module):
@@ -140,8 +155,11 @@ class RSA(dspy.Module):
             num_threads = check_int("num_threads", num_threads, 1)
         self.num_threads = num_threads
 
+        self._signature_from_last_predictor = False
         if isinstance(signature_or_module, dspy.Module):
             base = _base_signature(signature_or_module, signature)
+            self._signature_from_last_predictor = signature is None and \
+                getattr(signature_or_module, "signature", None) is None
             self.generate = signature_or_module
             self.wrapped = True
         elif isinstance(signature_or_module, str) or (
@@ -178,13 +196,11 @@ class RSA(dspy.Module):
         text = aggregation_instructions or (
             REFINE_INSTRUCTIONS if self.config.aggregation_size == 1 else AGGREGATION_INSTRUCTIONS)
         if aggregation_instructions is None and base.instructions.strip() and \
-                base.instructions != dspy.Signature(dict(base.fields)).instructions:
+                not is_default_instructions(base):
             text = f"The task: {base.instructions.strip()}\n\n{text}"
         self.aggregate = self._predictor(agg.with_instructions(text), reasoning, config)
-        agg_sig = self.aggregate.predict.signature if hasattr(self.aggregate, "predict") \
-            else self.aggregate.signature
         #: the fields a population member carries (reasoning first, when there is one)
-        self.output_names = list(agg_sig.output_fields)
+        self.output_names = list(self.aggregate.predict.signature.output_fields)
 
     def _check_budgets(self) -> None:
         """Token and dollar budgets need every call's prompt and length bounded."""
@@ -200,9 +216,12 @@ class RSA(dspy.Module):
 
     @staticmethod
     def _predictor(sig: type[dspy.Signature], reasoning: bool, config: dict[str, Any]) -> dspy.Module:
+        """A module whose one predictor is ``.predict``, however it is built, so RSA's predictors
+        are always ``generate.predict`` and ``aggregate.predict`` (saved state moves between
+        RSAs built from a signature or from a ChainOfThought)."""
         if reasoning and "reasoning" not in sig.output_fields:
             return dspy.ChainOfThought(sig, **config)
-        return dspy.Predict(sig, **config)
+        return _Single(sig, **config)
 
     # ------------------------------------------------------------------ running
 
@@ -235,6 +254,13 @@ class RSA(dspy.Module):
             raise TypeError(f"RSA got unexpected input field(s) {unknown}; the signature's "
                             f"inputs are {list(fields)}")
         missing = [k for k, f in fields.items() if k not in kwargs and f.is_required()]
+        if missing and self.wrapped and self._signature_from_last_predictor:
+            raise TypeError(
+                f"RSA is missing input field(s) {missing}: without signature=, RSA reads the "
+                "problem's fields from the module's last predictor, whose inputs are "
+                f"{list(fields)}. Pass the module's own inputs and outputs, e.g. "
+                f"RSA(module, signature=\"{', '.join(kwargs) or 'question'} -> "
+                f"{', '.join(k for k in self.signature.output_fields if k != 'reasoning')}\")")
         if missing:
             raise TypeError(f"RSA is missing input field(s) {missing}")
         return dict(kwargs)

@@ -6,15 +6,12 @@ from inspect_ai.model import ChatCompletionChoice, ModelOutput
 from inspect_ai.solver import TaskState
 
 from ...answers import detect_kind
-from ...config import KINDS
-from ...prompts import ANSWER_FORMATS, instruction
+from ...kinds import KINDS, NAMES
 from ...types import Candidate, Message, Problem
 
 #: ``preset`` values: "auto" picks the answer format (see `sample_problem`), "none" adds none,
 #: the others name an answer kind whose format RSA asks for
-PRESETS = ("auto", "none", *KINDS[1:])
-#: what shows that a prompt already asks for a kind's format
-MARKERS = {"math": "\\boxed", "reasoning_gym": "<answer>", "code": "```"}
+PRESETS = ("auto", "none", *NAMES)
 
 
 def sample_problem(state: TaskState, preset: str = "auto", system_message: str | None = None
@@ -44,7 +41,7 @@ def sample_problem(state: TaskState, preset: str = "auto", system_message: str |
     target = [t for t in state.target.target if str(t).strip()] or None  # a sample without one has [""]
     hinted = (state.metadata or {}).get("rsa_kind")
     if preset in ("auto", "none"):
-        kind = "multiple_choice" if choices else hinted if hinted in ANSWER_FORMATS \
+        kind = "multiple_choice" if choices else hinted if hinted in KINDS \
             else detect_kind(prompt, choices)
     else:
         kind = preset
@@ -52,9 +49,9 @@ def sample_problem(state: TaskState, preset: str = "auto", system_message: str |
     if preset != "none" and (target or preset != "auto"):
         if kind == "multiple_choice" and choices:
             prompt += "\n\n" + "\n".join(f"{chr(65 + i)}) {c}" for i, c in enumerate(choices))
-        if MARKERS.get(kind, "ANSWER:") not in prompt:
-            prompt = f"{prompt}\n\n{instruction(kind)}"
-            answer_format = ANSWER_FORMATS[kind]
+        if KINDS[kind].marker not in prompt:
+            prompt = f"{prompt}\n\n{KINDS[kind].instruction}"
+            answer_format = KINDS[kind].clause
     if target and kind == "multiple_choice":
         target = [t.strip().upper() for t in target]
     if system_message:

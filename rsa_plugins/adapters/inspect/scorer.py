@@ -16,7 +16,7 @@ from inspect_ai.scorer import (
 from inspect_ai.solver import TaskState
 
 from ...answers import equivalent, extract
-from ...config import KINDS
+from ...kinds import NAMES
 from ...validate import check_choice
 from ._compat import qualified_name
 
@@ -28,7 +28,7 @@ def answer_match(kind: str = "math") -> Scorer:
     ``kind`` picks extraction and equivalence (``math``: last ``\\boxed{}``, else an ``ANSWER:``
     line, else the last number; compared with math-verify).
     """
-    check_choice("kind", kind, KINDS[1:])
+    check_choice("kind", kind, NAMES)
 
     async def score(state: TaskState, target: Target) -> Score:
         text = state.output.completion

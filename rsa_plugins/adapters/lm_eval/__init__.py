@@ -37,18 +37,21 @@ def register(module: Any = None) -> None:
     """
     del module  # the hook passes the freshly imported lm_eval.models
     import lm_eval.models  # noqa: F401  (registers the built-in names)
-    from lm_eval.api.registry import model_registry
+
+    from ._compat import model_registry
+
+    registry = model_registry()
 
     for name, target in MODELS.items():
-        if name not in model_registry:
-            model_registry.register(name, target=target)
+        if name not in registry:
+            registry.register(name, target=target)
     _one_line_errors()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``rsa-lm-eval``: the ``lm_eval`` command with the RSA models registered."""
     register()
-    from lm_eval.__main__ import cli_evaluate
+    from ._compat import cli_evaluate
 
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]

@@ -63,7 +63,7 @@ class RSAGenerateMixin:
     @classmethod
     def create_from_arg_string(cls, arg_string: str,
                                additional_config: dict[str, Any] | None = None) -> Any:
-        from lm_eval.utils import simple_parse_args_string
+        from ._compat import simple_parse_args_string
 
         return cls.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
 
@@ -92,7 +92,9 @@ class RSAGenerateMixin:
     def set_cache_hook(self, cache_hook: Any) -> None:
         """``--use_cache``: refuse a cache database written with other RSA settings (lm-eval
         keys cached answers on the request alone, so they would come back unchanged)."""
-        db = getattr(cache_hook, "dbdict", None)
+        from ._compat import cache_database
+
+        db = cache_database(cache_hook)
         if db is not None:
             mine = {"model": type(self).__name__, "fingerprint": self.rsa.config.fingerprint(),
                     "explicit": sorted(self.rsa.explicit)}
@@ -132,9 +134,11 @@ class RSAGenerateMixin:
         for n, (group, config, engine) in enumerate(plans):
             if config.budgeted:  # what earlier tasks used; later tasks' first steps held back
                 config = left_for(config, used, sum(firsts[n + 1:], Cost()))
+            sent = self._stop_sent(engine, config, group.task)
             loop = RSALoop(engine, config, trace=self._trace(group.task, runs_of_task[group.task]),
                            resume=self.rsa.resume, progress=progress, announce=False,
-                           run_info={"lm_eval_model": type(self).__name__, "task": group.task})
+                           run_info={"lm_eval_model": type(self).__name__, "task": group.task,
+                                     "stop_sent": sent})
             runs_of_task[group.task] += 1
             results = self._rsa_run(loop, [problems[i] for i in group.indices])
             for i, result in zip(group.indices, results):
@@ -151,7 +155,7 @@ class RSAGenerateMixin:
             self._rsa_runs.append({"task": group.task, "requests": len(group.indices),
                                    "config": config.to_dict(),
                                    "generations": sum(r.usage.calls for r in results),
-                                   "stopped": dict(stops)})
+                                   "stopped": dict(stops), "stop_sent": sent})
             self._rsa_engine_info = {**engine.describe(), **_counters(engine)}
         if len(failures) == len(requests):
             raise RSARunError(f"RSA failed for every request ({len(failures)}); first: "
@@ -189,7 +193,7 @@ class RSAGenerateMixin:
     def _group_config(self, gen_kwargs: dict[str, Any], task: str) -> tuple[RSAConfig, Engine]:
         """RSA config and engine for one task: the task's stop strings and budget at every step,
         its sampling unless the model_args say otherwise (greedy tasks are sampled anyway)."""
-        from lm_eval.models.utils import normalize_gen_kwargs
+        from ._compat import normalize_gen_kwargs
 
         kw = dict(normalize_gen_kwargs(gen_kwargs, default_max_gen_toks=self._max_gen_toks))
         until = [s for s in kw.pop("until", []) if s]
@@ -218,6 +222,16 @@ class RSAGenerateMixin:
             changes["sampling"] = {**kw, **cfg.sampling}
         engine, config = self._rsa_engine(cfg.replace(**changes))
         return config, engine
+
+    def _stop_sent(self, engine: Engine, config: RSAConfig, task: str) -> list[str]:
+        """The stop strings requests really carry (a warning when the provider takes fewer)."""
+        sent = engine.stop_sent(config.stop)
+        if len(sent) < len(config.stop):
+            self._warn_once(f"stop:{task}", (
+                f"task {task} stops at {len(config.stop)} strings {list(config.stop)}, but this "
+                f"provider takes {len(sent)}: requests send {sent} (the results' rsa.runs and "
+                "the trace record them)"))
+        return sent
 
     def _announce(self, requests: list[Any]) -> None:
         """One line with the model calls the run makes; a warning for repeated documents."""

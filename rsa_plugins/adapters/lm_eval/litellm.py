@@ -14,6 +14,7 @@ from ...engines.litellm import LiteLLMEngine
 from ...loop import RSALoop
 from ...types import Message, Problem, RSAResult
 from .generate import RSAGenerateMixin, logger
+from .loglikelihood import PromptScorer, pending_loglikelihood
 from .options import RSAOptions, check_model_args
 
 #: model_args passed on to every chat-completions request body as they are
@@ -31,6 +32,11 @@ class RSALiteLLM(RSAGenerateMixin, LM):
     ``temperature``, ``top_p``, ``view``, ``concurrency``, ...; an ``rsa_`` prefix is accepted
     too), ``trace``, ``resume``, ``progress``, and the request fields in `PASS_THROUGH`.  Any
     other key is an error.
+
+    Log-likelihood requests (multiple-choice tasks next to generative ones) are scored by
+    lm-eval's own ``local-completions`` on the same server (`PromptScorer`; ``tokenizer`` and
+    ``tokenizer_backend`` go to it); where the server returns no prompt log-probabilities, a run
+    that has such tasks is refused before its first generation.
     """
 
     def __init__(self, model: str | None = None, api_base: str | None = None,
@@ -38,7 +44,8 @@ class RSALiteLLM(RSAGenerateMixin, LM):
                  max_gen_toks: int = 2048, timeout: float = 600.0, max_retries: int = 6,
                  use_n: bool | None = None, max_model_len: int | None = None,
                  transport: str = "auto", batch_size: Any = None, max_batch_size: Any = None,
-                 device: Any = None, **kwargs: Any) -> None:
+                 device: Any = None, tokenizer: str | None = None,
+                 tokenizer_backend: str | None = None, **kwargs: Any) -> None:
         del batch_size, max_batch_size, device  # set by the CLI; concurrency replaces them
         options = RSAOptions.pop_from(kwargs)
         check_model_args("rsa-litellm", kwargs, PASS_THROUGH)
@@ -60,6 +67,18 @@ class RSALiteLLM(RSAGenerateMixin, LM):
             max_retries=int(max_retries), use_n=use_n, transport=transport,
             max_model_len=int(max_model_len) if max_model_len else None, **kwargs)
         self.model_name = str(model)
+        self.scorer = PromptScorer(self.engine.openai_server(), {
+            "tokenizer": tokenizer, "tokenizer_backend": tokenizer_backend,
+            "num_concurrent": options.config.concurrency, "max_retries": int(max_retries),
+            "timeout": int(timeout), "max_length": max_model_len})
+
+    def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
+        """RSA on every request, once it is known that the run's log-likelihood requests (if
+        any) can be served: a run is refused before it pays for generations it would lose."""
+        pending = pending_loglikelihood()
+        if pending:
+            self.scorer.prepare(pending, self.__dict__.get("_chats", {}))
+        return super().generate_until(requests, disable_tqdm)
 
     def _rsa_engine(self, config: RSAConfig) -> tuple[Engine, RSAConfig]:
         return self.engine, config
@@ -78,7 +97,9 @@ class RSALiteLLM(RSAGenerateMixin, LM):
     def apply_chat_template(self, chat_history: list[Message],
                             add_generation_prompt: bool = True) -> str:
         """The messages as JSON (like lm-eval's API models); RSA reads the chat back."""
-        return self._remember_chat(json.dumps(chat_history, ensure_ascii=False), chat_history)
+        rendered = json.dumps(chat_history, ensure_ascii=False)
+        self.__dict__.setdefault("_chats", {})[rendered] = (chat_history, add_generation_prompt)
+        return self._remember_chat(rendered, chat_history)
 
     @property
     def tokenizer_name(self) -> str:
@@ -88,16 +109,9 @@ class RSALiteLLM(RSAGenerateMixin, LM):
         return ""
 
     def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
-        raise NotImplementedError(_no_loglikelihood(requests))
+        """Plain log-likelihoods (RSA does not apply), from the server's prompt log-probs."""
+        return self.scorer.score("loglikelihood", requests, disable_tqdm,
+                                 self.__dict__.get("_chats", {}))
 
     def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
-        raise NotImplementedError(_no_loglikelihood(requests))
-
-
-def _no_loglikelihood(requests: list[Any]) -> str:
-    tasks = sorted({str(getattr(r, "task_name", "?")) for r in requests})
-    return (f"rsa-litellm runs generative tasks only, but {', '.join(tasks)} score(s) "
-            "log-likelihoods (multiple-choice or perplexity tasks), which RSA does not apply "
-            "to and chat APIs do not return. Use a generative variant (for example "
-            "gpqa_diamond_cot_zeroshot instead of gpqa_diamond_zeroshot), or --model rsa-vllm, "
-            "which scores log-likelihoods with plain vLLM.")
+        return self.scorer.score("loglikelihood_rolling", requests, disable_tqdm)

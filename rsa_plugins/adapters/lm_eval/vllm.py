@@ -11,11 +11,9 @@ import atexit
 import dataclasses
 import functools
 import inspect
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
-from lm_eval.models import vllm_causallms
 from lm_eval.models.vllm_causallms import VLLM
 
 from ..._background import run_sync
@@ -26,6 +24,7 @@ from ...engines.vllm_base import _engine_options
 from ...loop import RSALoop
 from ...types import Message, Problem, RSAResult
 from ...validate import ConfigError, check_bool
+from ._compat import vllm_builds
 from .generate import RSAGenerateMixin
 from .options import RSAOptions, check_model_args
 
@@ -65,7 +64,7 @@ class RSAVLLM(RSAGenerateMixin, VLLM):
         kwargs.pop("device", None)  # the CLI always sends one; vLLM picks devices itself
         self._barrier_free = not options.config.lockstep or dp > 1
         if self._barrier_free:  # lm-eval builds vLLM's AsyncLLM where it would build an LLM
-            with _lm_eval_builds(functools.partial(AsyncLLMModel, data_parallel_size=dp)):
+            with vllm_builds(functools.partial(AsyncLLMModel, data_parallel_size=dp)):
                 super().__init__(pretrained=pretrained, **kwargs)
         else:
             super().__init__(pretrained=pretrained, **kwargs)
@@ -196,15 +195,3 @@ def _data_parallel_size(value: Any) -> int:
         raise ConfigError(f"data_parallel_size must be an integer >= 1 (vLLM engine cores, "
                           f"one per GPU or GPU group), got {value!r}")
     return dp
-
-
-@contextmanager
-def _lm_eval_builds(factory: Any) -> Iterator[None]:
-    """While lm-eval's ``VLLM.__init__`` runs, its ``LLM(**model_args)`` builds `factory`'s
-    object instead (the one engine rsa-vllm runs on)."""
-    original = vllm_causallms.LLM
-    vllm_causallms.LLM = factory  # type: ignore[misc]
-    try:
-        yield
-    finally:
-        vllm_causallms.LLM = original  # type: ignore[misc]
