@@ -147,15 +147,21 @@ def test_modes_with_different_engine_settings_are_flagged(tmp_path, capsys):
     assert "warning" in err and "max_num_batched_tokens lockstep 16384, barrier-free 2048" in err
 
 
-def test_next_starts_a_piece_with_the_arguments_before_it():
-    from rsa_plugins.bench.command import pieces
+def test_next_starts_a_piece_with_the_engine_arguments_of_the_first(tmp_path):
+    from rsa_plugins.bench.command import parse_pieces
 
-    assert pieces(["--model", "m", "--out", "a", "--next", "--median", "9", "--out", "b"]) == [
-        ["--model", "m", "--out", "a"], ["--model", "m", "--out", "a", "--median", "9", "--out", "b"]]
+    first, second = parse_pieces(["--model", "m", "--engine", "async", "--enforce-eager",
+                                  "--max-num-seqs", "64", "--median", "9", "--repeat", "3",
+                                  "--out", "a", "--next", "--median", "7", "--out", "b"])
+    assert (first.median, first.repeat, first.out.name) == (9, 3, "a")
+    assert (second.model, second.engine, second.enforce_eager, second.max_num_seqs) == (
+        "m", "async", True, 64)
+    assert (second.median, second.repeat, second.out.name) == (7, 1, "b")  # its own, or defaults
 
 
 @pytest.mark.parametrize(("argv", "error"), [
-    (["--model", "m", "--out", "a.json", "--next", "--median", "9"], "writes a.json again"),
+    (["--model", "m", "--out", "a.json", "--next", "--median", "9", "--out", "a.json"],
+     "writes a.json again"),
     (["--model", "m", "--out", "a.json", "--next", "--out", "b.json", "--dtype", "float32"],
      r"changes engine arguments \(--dtype\)"),
     (["--model", "m", "--repeat", "0"], "--repeat must be >= 1"),

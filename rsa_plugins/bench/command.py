@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .modes import OFFLINE_MODES, ratios
+from .workload import load_batches, workload
 from .run import ENGINE_ARGS, BenchEngine, run_bench, warn_differ
 
 
@@ -54,10 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``rsa bench``.  ``--next`` starts another invocation in the same
-    process, on the same engine (started once): its arguments are all those before it, then
-    its own (the last value of a flag wins); it may change anything but the engine's."""
-    parsed = [parse(words) for words in pieces(sys.argv[1:] if argv is None else argv)]
-    _check_pieces(parsed)
+    process, on the same engine (started once): it takes the engine arguments of the first
+    (``--model``, ``--engine``, ...) and its own for the rest (workload, modes, files)."""
+    parsed = parse_pieces(sys.argv[1:] if argv is None else argv)
     shared = BenchEngine(parsed[0]) if len(parsed) > 1 else None
     try:
         for args in parsed:
@@ -70,15 +70,34 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def pieces(argv: Sequence[str]) -> list[list[str]]:
-    """The arguments of each invocation in `argv` (split at ``--next``; each piece's are all
-    those before it, then its own)."""
+    """The words of each invocation in `argv` (split at ``--next``)."""
     out: list[list[str]] = [[]]
     for w in argv:
         if w == "--next":
-            out.append(list(out[-1]))
+            out.append([])
         else:
             out[-1].append(w)
     return out
+
+
+def parse_pieces(argv: Sequence[str]) -> list[argparse.Namespace]:
+    """Every invocation's checked arguments (a later one with the first one's engine
+    arguments before its own), all checked before any engine starts."""
+    split = pieces(argv)
+    first = parse(split[0])
+    parsed = [first] + [parse(_engine_words(first) + words) for words in split[1:]]
+    _check_pieces(parsed)
+    return parsed
+
+
+def _engine_words(args: argparse.Namespace) -> list[str]:
+    """The command-line words that give `args`' engine arguments (those not at their default)."""
+    words: list[str] = []
+    for action in build_parser()._actions:
+        value = getattr(args, action.dest, None)
+        if action.dest in ENGINE_ARGS and value is not None and value != action.default:
+            words += [action.option_strings[-1]] + ([] if action.nargs == 0 else [str(value)])
+    return words
 
 
 def _check_pieces(parsed: list[argparse.Namespace]) -> None:
@@ -124,6 +143,8 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
                          "over several engine cores)")
     if args.replay is not None and not args.replay.exists():
         raise SystemExit(f"rsa bench: --replay {args.replay}: no such file")
+    if args.replay is not None:
+        load_batches(args.replay, workload(args))  # another workload's file: refused now
     return args
 
 

@@ -28,6 +28,7 @@ from .errors import (
     redact,
 )
 from .http import OpenAIServer, parse_choices
+from .router import RouterTransport
 
 #: providers whose servers speak the plain OpenAI chat-completions protocol at `api_base`
 OPENAI_COMPATIBLE = {"hosted_vllm", "openai", "openai_like", "custom_openai", "lm_studio",
@@ -41,11 +42,14 @@ class LiteLLMEngine(Engine):
     `use_n` asks for several samples in one request at the first step (default: when LiteLLM
     says the provider accepts `n`).
 
-    `transport`: ``"litellm"`` sends every call through `litellm.acompletion`; ``"http"`` posts
-    straight to an OpenAI-compatible ``api_base`` (LiteLLM still resolves provider, base and
-    key).  ``"auto"`` (default) picks ``"http"`` for OpenAI-compatible providers with an
-    ``api_base`` when no LiteLLM callbacks are registered: LiteLLM costs several milliseconds of
-    CPU per call, which bounds throughput at high concurrency.
+    `transport`: ``"litellm"`` sends every call through `litellm.acompletion` (or
+    `Router.acompletion`); ``"http"`` posts straight to an OpenAI-compatible ``api_base``
+    (LiteLLM still resolves provider, base and key), and with a `router` straight to the
+    deployment the Router lets serve (`rsa_plugins.engines.router`: its cooldowns kept, a
+    problem's requests on one deployment).  ``"auto"`` (default) picks ``"http"`` where it
+    can (OpenAI-compatible servers with an ``api_base``) unless callbacks of your own are
+    registered with LiteLLM (the Router's routing handlers do not count): LiteLLM costs
+    several milliseconds of CPU per call, which bounds throughput at high concurrency.
     """
 
     name = "litellm"
@@ -79,14 +83,22 @@ class LiteLLMEngine(Engine):
         self._http = self._resolve_transport(transport)
         self._fatal: FatalAPIError | None = None  # set by a 401/403/404: every call would fail
 
-    def _resolve_transport(self, transport: str) -> OpenAIServer | None:
-        """The server for the direct transport, or None for LiteLLM."""
+    def _resolve_transport(self, transport: str) -> OpenAIServer | RouterTransport | None:
+        """The direct transport (one server, or a Router's deployments), None for LiteLLM."""
         import litellm
 
         if transport not in ("auto", "http", "litellm"):
             raise ValueError(f"transport must be one of auto, http, litellm; got {transport!r}")
-        if transport == "litellm" or self.router is not None:
+        if transport == "litellm" or (transport == "auto" and _user_callbacks()):
             return None
+        if self.router is not None:
+            direct = RouterTransport.create(self.router, self.model, self.concurrency,
+                                            self.timeout, OPENAI_COMPATIBLE)
+            if direct is None and transport == "http":
+                raise ValueError("transport='http' with a router needs a LiteLLM Router with "
+                                 "select() and health() and a model group of OpenAI-compatible "
+                                 "deployments with api_base")
+            return direct
         try:
             name, provider, key, base = litellm.get_llm_provider(self.model, api_base=self.api_base)
         except Exception:  # noqa: BLE001
@@ -94,10 +106,7 @@ class LiteLLMEngine(Engine):
         usable = provider in OPENAI_COMPATIBLE and bool(base)
         if transport == "http" and not usable:
             raise ValueError("transport='http' needs an OpenAI-compatible model with api_base")
-        hooks = any(getattr(litellm, a, None) for a in (
-            "callbacks", "success_callback", "failure_callback", "_async_success_callback",
-            "input_callback"))
-        if not usable or (transport == "auto" and hooks):
+        if not usable:
             return None
         return OpenAIServer(base, name, self._api_key or key, self.concurrency, self.timeout)
 
@@ -112,8 +121,14 @@ class LiteLLMEngine(Engine):
             return False
 
     def describe(self) -> dict[str, object]:
+        transport = ("litellm" if self._http is None else
+                     "router-http" if isinstance(self._http, RouterTransport) else "http")
         return {"engine": self.name, "model": self.model, "api_base": self.api_base,
-                "transport": "litellm" if self._http is None else "http"}
+                "transport": transport}
+
+    def stats(self) -> dict[str, Any]:
+        """With a Router on the direct transport: requests per deployment, failures reported."""
+        return self._http.stats() if isinstance(self._http, RouterTransport) else {}
 
     def _semaphore(self) -> asyncio.Semaphore:
         loop_id = id(asyncio.get_running_loop())
@@ -166,7 +181,7 @@ class LiteLLMEngine(Engine):
                 if self._fatal is not None:
                     raise self._fatal
                 async with self._semaphore():
-                    response = await self._complete(kwargs)
+                    response = await self._complete(kwargs, req.cache_key)
                 comps = parse_choices(response, n)
                 comps[0].retries = attempt  # retries are per request, not per choice
                 return comps
@@ -195,7 +210,9 @@ class LiteLLMEngine(Engine):
         said = redact(describe_error(exc), self._api_key)[:200]
         return f"model {self.model}: {REASONS[reason]} ({said}); {fix[reason]}"
 
-    async def _complete(self, kwargs: dict[str, Any]) -> Any:
+    async def _complete(self, kwargs: dict[str, Any], key: str | None = None) -> Any:
+        if isinstance(self._http, RouterTransport):
+            return await self._http.complete(kwargs, key)
         if self._http is not None:
             return await self._http.complete(kwargs)
         if self.router is not None:
@@ -223,3 +240,16 @@ class LiteLLMEngine(Engine):
         """Close this engine's own HTTP sessions (LiteLLM's shared clients: `rsa_plugins.aclose`)."""
         if self._http is not None:
             await self._http.aclose()
+
+
+def _user_callbacks() -> bool:
+    """Whether callbacks other than the Router's own routing handlers are registered with
+    LiteLLM (the direct transport would skip them)."""
+    import litellm
+
+    for name in ("callbacks", "success_callback", "failure_callback", "_async_success_callback",
+                 "_async_failure_callback", "input_callback"):
+        for cb in getattr(litellm, name, None) or []:
+            if not type(cb).__module__.startswith("litellm.router_strategy"):
+                return True
+    return False
