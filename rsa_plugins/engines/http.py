@@ -81,7 +81,9 @@ class OpenAIServer:
         extra = body.pop("extra_body", None)
         if extra:
             body.update(extra)
-        async with self._session().post(f"{self.base}/chat/completions", json=body) as resp:
+        headers = body.pop("extra_headers", None)
+        async with self._session().post(f"{self.base}/chat/completions", json=body,
+                                        headers=headers) as resp:
             raw = await resp.read()
             if resp.status >= 400:
                 raise HTTPStatusError(resp.status, raw.decode("utf-8", "replace"), resp.headers)

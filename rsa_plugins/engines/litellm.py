@@ -50,6 +50,12 @@ class LiteLLMEngine(Engine):
     can (OpenAI-compatible servers with an ``api_base``) unless callbacks of your own are
     registered with LiteLLM (the Router's routing handlers do not count): LiteLLM costs
     several milliseconds of CPU per call, which bounds throughput at high concurrency.
+
+    `session_header`: an HTTP header that carries each request's problem key, for a router in
+    front of several servers that keeps a session on one replica, where the problem's shared
+    prompt prefix is cached: ``"x-session-id"`` for vLLM's ``vllm-router --policy
+    consistent_hash`` and for the production-stack router with ``--routing-logic session
+    --session-key x-session-id``.  Prefix-aware routers need nothing.
     """
 
     name = "litellm"
@@ -58,7 +64,8 @@ class LiteLLMEngine(Engine):
                  concurrency: int = 64, timeout: float = 600.0, max_retries: int = 6,
                  backoff: float = 0.5, max_backoff: float = 30.0, use_n: bool | None = None,
                  router: Any = None, max_model_len: int | None = None,
-                 transport: str = "auto", **completion_kwargs: Any) -> None:
+                 transport: str = "auto", session_header: str | None = None,
+                 **completion_kwargs: Any) -> None:
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         import litellm
 
@@ -80,6 +87,11 @@ class LiteLLMEngine(Engine):
             use_n = router is None and self._provider_accepts_n()
         self.supports_n = use_n
         self._semaphores: dict[int, asyncio.Semaphore] = {}
+        if session_header is not None and (not isinstance(session_header, str)
+                                           or not session_header.strip()):
+            raise ValueError(f"session_header must be an HTTP header name such as "
+                             f"'x-session-id', got {session_header!r}")
+        self.session_header = session_header
         self._http = self._resolve_transport(transport)
         self._fatal: FatalAPIError | None = None  # set by a 401/403/404: every call would fail
 
@@ -166,6 +178,9 @@ class LiteLLMEngine(Engine):
                                     "continue_final_message": True, "add_generation_prompt": False}
         if n > 1:
             kwargs["n"] = n
+        if self.session_header and req.cache_key:  # a router keeps a problem on one replica
+            kwargs["extra_headers"] = {**(kwargs.get("extra_headers") or {}),
+                                       self.session_header: req.cache_key}
         if req.max_tokens is not None:
             kwargs["max_tokens"] = req.max_tokens
         if req.top_p is not None:
