@@ -45,8 +45,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 LIGHT = ["--median", "48", "--sigma", "1.0", "--max-tokens", "1024"]
 HEAVY = ["--median", "192", "--sigma", "1.2", "--max-tokens", "8192"]
-ENV = {"VLLM_USE_FLASHINFER_SAMPLER": "0", "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1",
-       "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+ENV = {"VLLM_USE_FLASHINFER_SAMPLER": "0", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+       "VLLM_NO_USAGE_STATS": "1", "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
 def bench(model: str, out: Path, *pieces: list[str]) -> list[str]:
@@ -154,6 +154,7 @@ def merge(folder: Path) -> None:
     modes side by side (a second async file's runs are added to the first's), ratios from the
     medians, and the engine-settings check."""
     from rsa_plugins.bench.run import _merge, summarize
+    from rsa_plugins.engines.vllm_base import differing_settings
 
     for workload in ("light", "heavy"):
         parts = sorted(folder.glob(f"{workload}_*.json"))
@@ -162,15 +163,22 @@ def merge(folder: Path) -> None:
         target = folder / f"{workload}.json"
         target.unlink(missing_ok=True)
         modes: dict[str, dict] = {}
+        origin: dict[str, dict[str, dict]] = {}  # mode -> file -> its engine settings
         for part in parts:
             data = json.loads(part.read_text())
             for key, value in data.items():
                 if key.startswith("_setup"):
                     _merge(target, {key: value})
                 elif isinstance(value, dict) and "runs" in value:
+                    origin.setdefault(key, {})[part.name] = value.get("engine_settings", {})
                     if key in modes:  # more runs of a mode: figures again over all of them
                         runs = modes[key]["runs"] + value["runs"]
                         value = summarize(runs, value["engine"], value["engine_settings"])
+                        differ = differing_settings(origin[key])
+                        if differ:
+                            value["engine_settings_runs_differ"] = differ
+                            print(f"warning: {workload} {key}: runs with different engine "
+                                  f"settings: {differ}", file=sys.stderr)
                     modes[key] = value
         _merge(target, modes)
         print(f"{target}: {json.dumps(json.loads(target.read_text())['ratios'])}")
@@ -179,7 +187,8 @@ def merge(folder: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("pieces", nargs="+", help="pieces to run in order, or: merge FOLDER")
-    p.add_argument("--model", default="/tmp/models/qwen4b", help="Qwen3-4B-shaped checkpoint dir")
+    p.add_argument("--model", default=None, help="Qwen3-4B-shaped checkpoint dir (default: "
+                   ".gpu/qwen4b if there, else /tmp/models/qwen4b)")
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "measure-out")))
     p.add_argument("--budget", type=float, default=570.0,
                    help="seconds this call may use; a piece that would not fit is skipped")
@@ -189,7 +198,9 @@ def main(argv: list[str] | None = None) -> int:
         for folder in args.pieces[1:] or [str(args.out)]:
             merge(Path(folder))
         return 0
-    return run(args.pieces, args.model, args.out, args.budget)
+    model = args.model or next((str(p) for p in (ROOT / ".gpu/qwen4b", Path("/tmp/models/qwen4b"))
+                                if (p / "config.json").exists()), "/tmp/models/qwen4b")
+    return run(args.pieces, model, args.out, args.budget)
 
 
 if __name__ == "__main__":
