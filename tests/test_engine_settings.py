@@ -86,3 +86,23 @@ def test_only_settings_that_change_speed_are_compared():
     assert differing_settings({"a": same, "b": {**same, "num_gpu_blocks": 9}}) == {}
     assert differing_settings({"a": same, "b": {"num_gpu_blocks": 7}}) == {
         "max_num_seqs": {"a": 1024, "b": None}}
+
+
+def test_the_cheap_prompt_bound_holds_for_text_of_many_bytes(smollm2_dir):
+    from transformers import AutoTokenizer
+
+    from rsa_plugins.engines.vllm_base import _VLLMPrompts
+    from rsa_plugins.types import Request
+
+    class Prompts(_VLLMPrompts):
+        async def generate(self, requests):
+            return []
+
+    tok = AutoTokenizer.from_pretrained(smollm2_dir)
+    engine = Prompts()
+    engine._setup(tok, None, None, None, None, None, None, None, None, None)
+    text = "日本語の問題です。答えは？ " * 20
+    req = Request(messages=[{"role": "user", "content": text}], seed=0, chat=False)
+    exact = len(engine.encode([engine.render(req)])[0])
+    assert exact > len(text)  # characters are no upper bound of tokens here
+    assert engine.prompt_tokens_bound(req) >= exact

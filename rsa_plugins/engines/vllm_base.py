@@ -87,8 +87,9 @@ class _VLLMPrompts(Engine):
         return len(self.encode([self.render(request)])[0])
 
     def prompt_tokens_bound(self, request: Request) -> int | None:
-        """Characters of the rendered prompt (+1 for a BOS): no token is shorter than one."""
-        return len(self.render(request)) + 1
+        """UTF-8 bytes of the rendered prompt (+1 for a BOS): no token is shorter than a byte
+        (a character may take several tokens, so characters are no bound)."""
+        return len(self.render(request).encode()) + 1
 
     def _stops(self, req: Request) -> list[str]:
         return [*self.stop, *(s for s in req.stop if s not in self.stop)]
