@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default=None, help="Qwen3-4B-shaped checkpoint dir (default: "
                    ".gpu/qwen4b if there, else /tmp/models/qwen4b)")
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "measure-out")))
-    p.add_argument("--budget", type=float, default=570.0,
+    p.add_argument("--budget", type=float, default=550.0,
                    help="seconds this call may use; a piece that would not fit is skipped")
     args = p.parse_args(argv)
     if args.pieces[0] == "merge":

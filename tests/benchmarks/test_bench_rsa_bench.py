@@ -22,6 +22,7 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "Tru
 
 
 @pytest.mark.benchmark
+@pytest.mark.timeout(3000)  # two engines on a shared 2-core machine
 def test_rsa_bench_modes_do_the_same_token_work(smollm2_dir, tmp_path, show):
     out, saved, other = tmp_path / "bench.json", tmp_path / "lockstep.json.gz", tmp_path / "b.json"
     common = ["--model", str(smollm2_dir), "--load-format", "dummy", "--problems", "2", "-N",
@@ -35,7 +36,7 @@ def test_rsa_bench_modes_do_the_same_token_work(smollm2_dir, tmp_path, show):
                    "--replay", str(saved), "--repeat", "2", "--next", "--median", "8",
                    "--modes", "barrier-free", "--repeat", "1", "--out", str(other)]):
         proc = subprocess.run([sys.executable, "-c", code, "bench", *common, *extra],
-                              env=ENV, capture_output=True, text=True, timeout=1200)
+                              env=ENV, capture_output=True, text=True, timeout=1500)
         assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads(out.read_text())
     show("\nrsa bench (CPU, tiny):", json.dumps(data["ratios"]))
