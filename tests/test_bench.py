@@ -147,16 +147,20 @@ def test_modes_with_different_engine_settings_are_flagged(tmp_path, capsys):
     assert "warning" in err and "max_num_batched_tokens lockstep 16384, barrier-free 2048" in err
 
 
-def test_next_starts_a_piece_with_the_engine_arguments_of_the_first(tmp_path):
+def test_next_starts_a_piece_with_the_arguments_of_the_first_but_its_files(tmp_path):
     from rsa_plugins.bench.command import parse_pieces
 
     first, second = parse_pieces(["--model", "m", "--engine", "async", "--enforce-eager",
                                   "--max-num-seqs", "64", "--median", "9", "--repeat", "3",
-                                  "--out", "a", "--next", "--median", "7", "--out", "b"])
+                                  "--problems", "2", "--max-tokens", "32", "--out", "a",
+                                  "--next", "--median", "7", "--out", "b"])
     assert (first.median, first.repeat, first.out.name) == (9, 3, "a")
     assert (second.model, second.engine, second.enforce_eager, second.max_num_seqs) == (
         "m", "async", True, 64)
-    assert (second.median, second.repeat, second.out.name) == (7, 1, "b")  # its own, or defaults
+    assert (second.problems, second.max_tokens, second.repeat) == (2, 32, 3)  # inherited
+    assert (second.median, second.out.name) == (7, "b")  # its own
+    [third] = parse_pieces(["--model", "m", "--out", "a", "--next"])[1:]
+    assert third.out is None  # files are never inherited
 
 
 @pytest.mark.parametrize(("argv", "error"), [

@@ -310,7 +310,7 @@ def check_rsa(words: list[str]) -> None:
     try:
         if words[:1] == ["bench"]:  # `rsa bench` has its own parser (pieces joined by --next)
             first, *rest = bench.command.pieces(words[1:])
-            engine = bench.command._engine_words(bench.build_parser().parse_args(first))
+            engine = bench.command.inherited_words(bench.build_parser().parse_args(first))
             for piece in (first, *(engine + r for r in rest)):
                 bench.build_parser().parse_args(piece)
         else:

@@ -34,7 +34,7 @@ def test_qwen4b_shape_writes_a_config_vllm_reads(smollm2_dir, tmp_path):
 
 
 def test_every_bench_piece_is_a_valid_rsa_bench_invocation(tmp_path):
-    from rsa_plugins.bench.command import _engine_words, build_parser, pieces
+    from rsa_plugins.bench.command import inherited_words, build_parser, pieces
 
     table = measure.pieces("/m", tmp_path)
     assert set(table) == {"offline", "async-light", "async-heavy", "async-heavy-2", "lmeval",
@@ -46,7 +46,7 @@ def test_every_bench_piece_is_a_valid_rsa_bench_invocation(tmp_path):
             continue
         first, *rest = pieces(argv[2:])  # after `-c CODE`
         parsed = [build_parser().parse_args(first)]
-        parsed += [build_parser().parse_args(_engine_words(parsed[0]) + r) for r in rest]
+        parsed += [build_parser().parse_args(inherited_words(parsed[0]) + r) for r in rest]
         outs = [a.out for a in parsed]
         assert all(o is not None and o.parent == tmp_path for o in outs)
     offline = pieces(table["offline"][1][2:])

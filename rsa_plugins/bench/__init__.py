@@ -29,7 +29,8 @@ config: scheduler budget, CUDA-graph capture, caching); then the wall-time ratio
 with a warning when the modes compared ran with different engine settings.  ``--repeat R`` runs
 every mode R times (in rounds): each figure is the median, the wall time also its min and max,
 and the ratios come from the medians.  ``--next`` starts another invocation (another workload)
-in the same process on the same engine, so the engine starts once.
+in the same process on the same engine, so the engine starts once: it takes the first one's
+arguments but its files, then its own.
 
     rsa bench --model DIR --load-format dummy --engine offline --modes lockstep --save-batches b.json.gz --out r.json
     rsa bench --model DIR --load-format dummy --engine offline --modes raw --replay b.json.gz --out r.json

@@ -55,8 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``rsa bench``.  ``--next`` starts another invocation in the same
-    process, on the same engine (started once): it takes the engine arguments of the first
-    (``--model``, ``--engine``, ...) and its own for the rest (workload, modes, files)."""
+    process, on the same engine (started once): it takes the first one's arguments but its
+    files (``--out``, ``--save-batches``, ``--replay``), then its own; it may not change the
+    engine's."""
     parsed = parse_pieces(sys.argv[1:] if argv is None else argv)
     shared = BenchEngine(parsed[0]) if len(parsed) > 1 else None
     try:
@@ -81,21 +82,25 @@ def pieces(argv: Sequence[str]) -> list[list[str]]:
 
 
 def parse_pieces(argv: Sequence[str]) -> list[argparse.Namespace]:
-    """Every invocation's checked arguments (a later one with the first one's engine
-    arguments before its own), all checked before any engine starts."""
+    """Every invocation's checked arguments (a later one with the first one's arguments but
+    its files before its own), all checked before any engine starts."""
     split = pieces(argv)
     first = parse(split[0])
-    parsed = [first] + [parse(_engine_words(first) + words) for words in split[1:]]
+    parsed = [first] + [parse(inherited_words(first) + words) for words in split[1:]]
     _check_pieces(parsed)
     return parsed
 
 
-def _engine_words(args: argparse.Namespace) -> list[str]:
-    """The command-line words that give `args`' engine arguments (those not at their default)."""
+#: what a ``--next`` piece does not take from the first: the files it reads and writes
+FILE_ARGS = ("out", "save_batches", "replay", "help")
+
+
+def inherited_words(args: argparse.Namespace) -> list[str]:
+    """The command-line words that give `args` but its files (values not at their default)."""
     words: list[str] = []
     for action in build_parser()._actions:
         value = getattr(args, action.dest, None)
-        if action.dest in ENGINE_ARGS and value is not None and value != action.default:
+        if action.dest not in FILE_ARGS and value is not None and value != action.default:
             words += [action.option_strings[-1]] + ([] if action.nargs == 0 else [str(value)])
     return words
 
