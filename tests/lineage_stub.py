@@ -34,8 +34,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from servers import free_port, serve_app, stop_process  # noqa: E402
+from servers import free_port, serve_app, stop_process  # run as a script, its folder is on sys.path
 
 NAME = re.compile(r"\bcand-(\d+)\b")
 DSPY_MARK = "[[ ## answer ## ]]"

@@ -77,7 +77,8 @@ def serve(port: int, script: list[str], lifetime: float, faults: dict[str, float
         behaviour = pick() if len(log) < max_requests else "429:1"
         entry = {"t": time.monotonic(), "behaviour": behaviour, "seed": body.get("seed"),
                  "n": body.get("n"), "max_tokens": body.get("max_tokens"),
-                 "auth": request.headers.get("Authorization", "")}
+                 "auth": request.headers.get("Authorization", ""),
+                 "session": request.headers.get("x-session-id")}
         if len(log) < 200_000:
             log.append(entry)
         if behaviour == "reset":
@@ -111,8 +112,12 @@ def serve(port: int, script: list[str], lifetime: float, faults: dict[str, float
 
     from servers import serve_app
 
+    async def health(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
     serve_app([("POST", "/v1/chat/completions", chat), ("GET", "/v1/models", models),
-               ("GET", "/stats", stats), ("GET", "/peak", peak)], port, lifetime)
+               ("GET", "/stats", stats), ("GET", "/peak", peak), ("GET", "/health", health)],
+              port, lifetime)
 
 
 class StubServer:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from rsa_plugins import bench
@@ -114,3 +116,61 @@ def test_ratios_against_the_bound():
     r = bench.ratios(data)
     assert r["lockstep_over_bound_wall"] == 2.0 and r["barrier-free_over_bound_wall"] == 1.3333
     assert r["raw_over_bound_wall"] == 1.6 and r["lockstep_over_barrier-free_wall"] == 1.5
+
+
+def test_repeats_give_medians_with_the_spread_of_the_wall_time():
+    runs = [{"wall_s": w, "generated_tokens": 100, "prefix_hit_rate": h, "gpu_memory_gib": None,
+             "ranks": [{"rank": 0}]} for w, h in ((3.0, 0.2), (1.0, 0.4), (2.0, 0.3))]
+    f = bench.summarize(runs, "async", {"max_num_seqs": 1024})
+    assert f["wall_s"] == 2.0 and (f["wall_s_min"], f["wall_s_max"]) == (1.0, 3.0)
+    assert f["prefix_hit_rate"] == 0.3 and f["generated_tokens"] == 100
+    assert f["repeats"] == 3 and [r["wall_s"] for r in f["runs"]] == [3.0, 1.0, 2.0]
+    assert f["engine"] == "async" and f["engine_settings"] == {"max_num_seqs": 1024}
+    assert "ranks" not in f["runs"][0] and f["gpu_memory_gib"] is None
+
+
+def test_modes_with_different_engine_settings_are_flagged(tmp_path, capsys):
+    from rsa_plugins.bench.run import _merge
+
+    out = tmp_path / "r.json"
+    offline = {"max_num_batched_tokens": 16384, "max_num_seqs": 1024, "num_gpu_blocks": 10}
+    _merge(out, {"lockstep": {"wall_s": 2.0, "engine_settings": offline}})
+    _merge(out, {"barrier-free": {"wall_s": 1.0, "engine_settings": {**offline, "num_gpu_blocks": 11}}})
+    assert "engine_settings_differ" not in json.loads(out.read_text())  # KV blocks: not compared
+    assert capsys.readouterr().err == ""
+    data = _merge(out, {"barrier-free": {"wall_s": 1.0, "engine_settings": {
+        **offline, "max_num_batched_tokens": 2048}}})
+    assert data["engine_settings_differ"] == {
+        "max_num_batched_tokens": {"lockstep": 16384, "barrier-free": 2048}}
+    assert data["ratios"]["lockstep_over_barrier-free_wall"] == 2.0
+    err = capsys.readouterr().err
+    assert "warning" in err and "max_num_batched_tokens lockstep 16384, barrier-free 2048" in err
+
+
+def test_next_starts_a_piece_with_the_arguments_of_the_first_but_its_files(tmp_path):
+    from rsa_plugins.bench.command import parse_pieces
+
+    first, second = parse_pieces(["--model", "m", "--engine", "async", "--enforce-eager",
+                                  "--max-num-seqs", "64", "--median", "9", "--repeat", "3",
+                                  "--problems", "2", "--max-tokens", "32", "--out", "a",
+                                  "--next", "--median", "7", "--out", "b"])
+    assert (first.median, first.repeat, first.out.name) == (9, 3, "a")
+    assert (second.model, second.engine, second.enforce_eager, second.max_num_seqs) == (
+        "m", "async", True, 64)
+    assert (second.problems, second.max_tokens, second.repeat) == (2, 32, 3)  # inherited
+    assert (second.median, second.out.name) == (7, "b")  # its own
+    [third] = parse_pieces(["--model", "m", "--out", "a", "--next"])[1:]
+    assert third.out is None  # files are never inherited
+
+
+@pytest.mark.parametrize(("argv", "error"), [
+    (["--model", "m", "--out", "a.json", "--next", "--median", "9", "--out", "a.json"],
+     "writes a.json again"),
+    (["--model", "m", "--out", "a.json", "--next", "--out", "b.json", "--dtype", "float32"],
+     r"changes engine arguments \(--dtype\)"),
+    (["--model", "m", "--repeat", "0"], "--repeat must be >= 1"),
+    (["--model", "m", "--max-num-seqs", "0"], "--max-num-seqs must be >= 1"),
+])
+def test_bad_invocations_are_refused_before_any_engine_starts(argv, error):
+    with pytest.raises(SystemExit, match=error):
+        bench.main(argv)

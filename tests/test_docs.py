@@ -310,8 +310,11 @@ def check_rsa(words: list[str]) -> None:
     from rsa_plugins.cli import build_parser
 
     try:
-        if words[:1] == ["bench"]:  # `rsa bench` has its own parser
-            bench.build_parser().parse_args(words[1:])
+        if words[:1] == ["bench"]:  # `rsa bench` has its own parser (pieces joined by --next)
+            first, *rest = bench.command.pieces(words[1:])
+            engine = bench.command.inherited_words(bench.build_parser().parse_args(first))
+            for piece in (first, *(engine + r for r in rest)):
+                bench.build_parser().parse_args(piece)
         else:
             build_parser().parse_args(words)
     except SystemExit as exc:

@@ -171,6 +171,13 @@ def test_rsa_vllm_is_barrier_free_by_default(smollm2_dir, tmp_path):
     info = results["config"]["rsa"]
     assert info["engine"] == "vllm-async" and info["data_parallel_size"] == 1
     assert 0 < info["engine_busy_fraction"] <= 1
+    # what vLLM ran with, read back from its config: the budget given, and the offline
+    # engine's max_num_seqs where none was given (vLLM's CPU build: 256 for vllm.LLM, 128 for an
+    # AsyncLLM in its own usage context); the trace's run record says the same
+    settings = info["engine_settings"]
+    assert settings["max_num_batched_tokens"] == 16384 and settings["max_num_seqs"] == 256
+    [run] = [e for e in events if e["event"] == "run"]
+    assert run["engine_settings"] == settings
     busy = info["engine_stats"]["busy"]
     assert busy["requests"] == 2 * (1 + n * (t - 1))  # n samples in one request at step 1
     assert 0 < busy["busy_s"] <= busy["span_s"]

@@ -5,6 +5,10 @@
     flight on one engine core.
 (b) Two vLLM CPU OpenAI servers behind the LiteLLM Router of ``integrations/scale-out/router.yaml``,
     driven by ``integrations/scale-out/router.py``; both servers' own request counters are read.
+(c) The several-machine recipe of ``vllm serve --data-parallel-size``: a head (API server and
+    rank 0, ``--data-parallel-address``) and a ``--headless`` node (rank 1), here two processes
+    on one host; RSA through ``hosted_vllm/`` at the head's one endpoint, and both ranks' own
+    counters read.
 
 What a CPU cannot show is the speed-up on two GPUs; these tests check placement, partitioning,
 call counts and results.
@@ -155,3 +159,53 @@ def test_router_config_expands_the_environment(monkeypatch):
     assert bases == ["http://127.0.0.1:8000/v1", "http://10.0.0.2:9000/v1"]
     assert {m["model_name"] for m in config["model_list"]} == {"rsa-model"}
     assert config["router_settings"]["routing_strategy"] == "least-busy"
+
+
+def test_vllm_serve_data_parallel_across_two_nodes_behind_one_endpoint(smollm2_dir, tmp_path):
+    """docs/scale-out.md's multi-node recipe with both "nodes" on this host (one CPU core each)."""
+    from servers import free_port, wait_http
+
+    port, rpc = free_port(), free_port()
+    common = ["--dtype", "float32", "--max-model-len", "2048", "--enforce-eager",
+              "--max-num-batched-tokens", "16384", "--data-parallel-size", "2",
+              "--data-parallel-size-local", "1", "--data-parallel-address", "127.0.0.1",
+              "--data-parallel-rpc-port", str(rpc)]
+    vllm = str(Path(sys.executable).parent / "vllm")
+    nodes = [([vllm, "serve", str(smollm2_dir), "--served-model-name", "smollm2", "--host",
+               "127.0.0.1", "--port", str(port), *common], "0"),
+             ([vllm, "serve", str(smollm2_dir), "--headless", "--data-parallel-start-rank", "1",
+               *common], "1")]
+    procs = [subprocess.Popen(cmd, env=_env(VLLM_CPU_OMP_THREADS_BIND=core),
+                              stdout=open(tmp_path / f"node{core}.log", "w"),
+                              stderr=subprocess.STDOUT, start_new_session=True)
+             for cmd, core in nodes]
+    try:
+        assert wait_http(f"http://127.0.0.1:{port}/v1/models", 900, 1.0), \
+            (tmp_path / "node0.log").read_text()[-3000:]
+        import rsa_plugins
+        from rsa_plugins.reasoning_gym import reasoning_gym_problems
+
+        problems, n, t = 4, 4, 2
+        results = rsa_plugins.run(reasoning_gym_problems("basic_arithmetic", limit=problems),
+                                  model="hosted_vllm/smollm2",
+                                  api_base=f"http://127.0.0.1:{port}/v1", population=n,
+                                  aggregation_size=2, steps=t, max_tokens=32, progress=False,
+                                  use_n=False)
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30).read()
+        per_rank = {r: sum(float(m.group(1)) for m in re.finditer(
+            rf'^vllm:request_success_total\{{engine="{r}"[^}}]*\}} ([0-9.e+]+)$',
+            text.decode(), re.M)) for r in ("0", "1")}
+    finally:
+        for proc in procs:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+    print(f"\n[data parallel, two nodes] requests per rank: {per_rank}")
+    assert all(not r.failed and r.usage.failed == 0 for r in results)
+    # one endpoint, two engine ranks in two processes: both served, and nothing else did
+    assert sum(per_rank.values()) == problems * n * t and min(per_rank.values()) > 0

@@ -24,17 +24,26 @@ Printed and saved per mode: wall time, generated and prompt tokens, generated to
 prefix-cache hit rate (cached / prompt tokens, from vLLM's outputs), the engine-busy fraction
 (`rsa_plugins.busy`: time with at least one request inside vLLM / time from the first request
 in to the last one out), requests in flight (mean, max) and peak memory of the first GPU of
-``CUDA_VISIBLE_DEVICES``; then the wall-time ratios between modes.
+``CUDA_VISIBLE_DEVICES``, and the settings vLLM ran the engine with (read back from its
+config: scheduler budget, CUDA-graph capture, caching); then the wall-time ratios between modes,
+with a warning when the modes compared ran with different engine settings.  ``--repeat R`` runs
+every mode R times (in rounds): each figure is the median, the wall time also its min and max,
+and the ratios come from the medians.  ``--next`` starts another invocation (another workload)
+in the same process on the same engine, so the engine starts once: it takes the first one's
+arguments but its files, then its own.
 
     rsa bench --model DIR --load-format dummy --engine offline --modes lockstep --save-batches b.json.gz --out r.json
     rsa bench --model DIR --load-format dummy --engine offline --modes raw --replay b.json.gz --out r.json
     rsa bench --model DIR --load-format dummy --engine async --modes barrier-free,bound --out r.json
+    rsa bench --model DIR --engine async --repeat 3 --median 48 --out light.json --next --median 192 --out heavy.json
 """
 
 from .command import build_parser, main
 from .meters import MemoryPeak, visible_gpu
-from .modes import MODES, check_modes, ratios, run_bench
+from .modes import MODES, check_modes, ratios
+from .run import BenchEngine, run_bench, summarize
 from .workload import HeavyTail, load_batches, save_batches, synthetic_problems, workload
 
-__all__ = ["HeavyTail", "MODES", "MemoryPeak", "build_parser", "check_modes", "load_batches", "main",
-           "ratios", "run_bench", "save_batches", "synthetic_problems", "visible_gpu", "workload"]
+__all__ = ["BenchEngine", "HeavyTail", "MODES", "MemoryPeak", "build_parser", "check_modes",
+           "load_batches", "main", "ratios", "run_bench", "save_batches", "summarize",
+           "synthetic_problems", "visible_gpu", "workload"]

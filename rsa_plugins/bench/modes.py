@@ -1,22 +1,17 @@
 """The benchmark's modes: RSA (lockstep, barrier-free), the same work replayed raw, and the
-bound (everything at once); each returns its figures, `run_bench` runs the ones asked for."""
+bound (everything at once); each returns its figures (`rsa_plugins.bench.run` runs them)."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
-import os
 import time
-from pathlib import Path
 from typing import Any
 
 from ..config import RSAConfig
 from ..seeds import derive_seed
 from ..types import Problem, Request
-from .meters import MemoryPeak, MeteredAsyncLLM, MeteredLLM, MeteredOfflineLLM
-from .workload import (Batches, HeavyTail, _forced, load_batches, save_batches,
-                       synthetic_problems, workload)
+from .meters import MemoryPeak
+from .workload import Batches, _forced
 
 
 OFFLINE_MODES = ("lockstep", "raw")
@@ -53,7 +48,7 @@ def _replay_figures(outputs: list[Any], wall: float, mem: MemoryPeak) -> dict[st
             "failed": 0, "generations": len(outputs), "gpu_memory_gib": mem.gib}
 
 
-def _raw_mode(llm: Any, batches: Batches, seed: int) -> dict[str, Any]:
+def raw_mode(llm: Any, batches: Batches, seed: int) -> dict[str, Any]:
     """Each recorded step's prompts and lengths as one plain `LLM.generate` call."""
     from vllm import TokensPrompt
 
@@ -68,7 +63,7 @@ def _raw_mode(llm: Any, batches: Batches, seed: int) -> dict[str, Any]:
     return _replay_figures(outputs, wall, mem)
 
 
-def _bound_mode(llm: Any, batches: Batches, seed: int) -> dict[str, Any]:
+def bound_mode(llm: Any, batches: Batches, seed: int) -> dict[str, Any]:
     """Every recorded request at once on `AsyncLLM`: no steps, nothing waits for anything."""
     from vllm import TokensPrompt
 
@@ -90,7 +85,7 @@ def _bound_mode(llm: Any, batches: Batches, seed: int) -> dict[str, Any]:
     return _replay_figures(outputs, wall, mem)
 
 
-def _warm_up(engine: Any) -> None:
+def warm_up(engine: Any) -> None:
     """A small batch first, so no mode pays for the engine's first-call set-up."""
     from .._background import run_sync
 
@@ -102,7 +97,42 @@ def _warm_up(engine: Any) -> None:
     engine.prompt_tokens_sent = engine.cached_tokens = 0
 
 
-def _reset_cache(engine: Any) -> None:
+def rsa_mode(mode: str, engine: Any, problems: list[Problem], config: RSAConfig
+             ) -> dict[str, Any]:
+    """One RSA mode (lockstep, barrier-free[-index|-spread]) on `engine`; with several engine
+    cores, what each reported during the mode (``ranks``)."""
+    cfg = config.replace(lockstep=mode == "lockstep",
+                         candidate_order="index" if mode.endswith("-index") else "drawn")
+    placement = getattr(engine, "placement", None)
+    if mode.endswith("-spread"):
+        engine.placement = None  # vLLM's own balancer places every request
+    ranks = _rank_counts(engine)
+    try:
+        f = _rsa_mode(engine, problems, cfg)
+    finally:
+        if placement is not None:
+            engine.placement = placement
+    if ranks:
+        f["ranks"] = _rank_delta(ranks, _rank_counts(engine))
+    return f
+
+
+def _rank_counts(engine: Any) -> dict[int, dict[str, int]]:
+    return {r: dict(v) for r, v in getattr(engine, "ranks", {}).items()}
+
+
+def _rank_delta(before: dict[int, dict[str, int]], after: dict[int, dict[str, int]]
+                ) -> list[dict[str, Any]]:
+    """Per engine core (data-parallel rank): what vLLM reported during one mode."""
+    out = []
+    for r, now in sorted(after.items()):
+        d = {k: v - before.get(r, {}).get(k, 0) for k, v in now.items()}
+        d["prefix_hit_rate"] = round(d["cached_tokens"] / max(1, d["prompt_tokens"]), 4)
+        out.append({"rank": r, **d})
+    return out
+
+
+def reset_cache(engine: Any) -> None:
     from ..engines.vllm import AsyncVLLMEngine
 
     if isinstance(engine, AsyncVLLMEngine):
@@ -128,119 +158,6 @@ def check_modes(modes: list[str], engine: str, replay: bool) -> None:
         if mode == "bound" and not set(before) & set(RSA_MODES) and not replay:
             raise SystemExit("rsa bench: bound replays an RSA mode's requests: list "
                              "barrier-free before it or give --replay FILE")
-
-
-def run_bench(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the requested modes; returns {mode: figures} (also merged into ``args.out``)."""
-    from ..engines.vllm import AsyncVLLMEngine, VLLMEngine
-
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    check_modes(modes, args.engine, args.replay is not None)
-    work = workload(args)
-    replayed = load_batches(args.replay, work) if args.replay is not None else None
-    lengths = HeavyTail(args.median, args.sigma, args.max_tokens)
-    problems = synthetic_problems(args.problems, args.seed)
-    config = RSAConfig(population=args.population, aggregation_size=args.aggregation_size,
-                       steps=args.steps, seed=args.seed, max_tokens=args.max_tokens, view="full",
-                       tail_tokens=args.max_tokens)
-    options: dict[str, Any] = {"max_model_len": args.max_model_len, "dtype": args.dtype,
-                               "seed": args.seed, "enable_prefix_caching": True,
-                               "sampling_hook": lengths.forced}
-    if args.load_format:
-        options["load_format"] = args.load_format
-    if args.gpu_memory_utilization:
-        options["gpu_memory_utilization"] = args.gpu_memory_utilization
-    if args.enforce_eager:
-        options["enforce_eager"] = True
-    started = time.perf_counter()
-    if args.engine == "offline":
-        engine: Any = VLLMEngine(args.model, **options)
-        llm: MeteredLLM = MeteredOfflineLLM(engine.llm)
-    else:
-        if args.data_parallel_size > 1:
-            options["data_parallel_size"] = args.data_parallel_size
-        engine = AsyncVLLMEngine(args.model, n_per_request=False, **options)
-        llm = MeteredAsyncLLM(engine.llm)
-    engine.llm = llm
-    engine.supports_n = False  # one request per sample: each gets its own forced length
-    _warm_up(engine)
-    figures: dict[str, Any] = {"_setup": {
-        "model": args.model, "load_format": args.load_format, "engine": args.engine,
-        **work, "max_model_len": engine.max_model_len,
-        "gpu": os.environ.get("CUDA_VISIBLE_DEVICES"),
-        "data_parallel_size": getattr(engine, "data_parallel_size", 1),
-        "engine_start_s": time.perf_counter() - started}}
-    recorded: dict[str, Batches] = {}
-    for mode in modes:
-        _reset_cache(engine)
-        llm.restart()
-        if mode == "raw":
-            f = _raw_mode(llm, recorded.get("lockstep") or replayed or [], args.seed)
-        elif mode == "bound":
-            source = recorded[next(reversed(recorded))] if recorded else replayed
-            f = _bound_mode(llm, source or [], args.seed)
-        else:
-            cfg = config.replace(lockstep=mode == "lockstep",
-                                 candidate_order="index" if mode.endswith("-index") else "drawn")
-            placement = getattr(engine, "placement", None)
-            if mode.endswith("-spread"):
-                engine.placement = None  # vLLM's own balancer places every request
-            ranks = _rank_counts(engine)
-            try:
-                f = _rsa_mode(engine, problems, cfg)
-            finally:
-                if placement is not None:
-                    engine.placement = placement
-            if ranks:
-                f["ranks"] = _rank_delta(ranks, _rank_counts(engine))
-            recorded[mode] = [list(b) for b in llm.batches]
-            if mode == "lockstep":
-                f["generate_calls"] = len(llm.batches)
-                if args.save_batches:
-                    save_batches(args.save_batches, recorded[mode], work)
-        f.update({f"engine_{k}": v for k, v in llm.clock.snapshot().items()})
-        f["generated_tokens_per_s"] = f["generated_tokens"] / max(1e-9, f["wall_s"])
-        figures[mode] = f
-        print(f"[bench] {mode}: {_row(f)}", flush=True)
-        if args.out:
-            _merge(Path(args.out), {mode: f, f"_setup_{args.engine}": figures["_setup"]})
-    if hasattr(engine, "aclose"):
-        from .._background import run_sync
-
-        engine.llm = llm._llm
-        run_sync(engine.aclose())
-    return figures
-
-
-def _rank_counts(engine: Any) -> dict[int, dict[str, int]]:
-    return {r: dict(v) for r, v in getattr(engine, "ranks", {}).items()}
-
-
-def _rank_delta(before: dict[int, dict[str, int]], after: dict[int, dict[str, int]]
-                ) -> list[dict[str, Any]]:
-    """Per engine core (data-parallel rank): what vLLM reported during one mode."""
-    out = []
-    for r, now in sorted(after.items()):
-        d = {k: v - before.get(r, {}).get(k, 0) for k, v in now.items()}
-        d["prefix_hit_rate"] = round(d["cached_tokens"] / max(1, d["prompt_tokens"]), 4)
-        out.append({"rank": r, **d})
-    return out
-
-
-def _row(f: dict[str, Any]) -> str:
-    return (f"{f['wall_s']:.1f} s, {f['generated_tokens']} generated + {f['prompt_tokens']} prompt "
-            f"tokens, {f['generated_tokens_per_s']:.0f} gen tok/s, prefix hits "
-            f"{f['prefix_hit_rate']:.3f}, engine busy {f['engine_busy_fraction']}, in flight "
-            f"{f['engine_in_flight_mean']} mean / {f['engine_in_flight_max']} max, GPU "
-            f"{f['gpu_memory_gib']} GiB, failed {f['failed']}")
-
-
-def _merge(path: Path, new: dict[str, Any]) -> dict[str, Any]:
-    data = json.loads(path.read_text()) if path.exists() else {}
-    data.update(new)
-    data["ratios"] = ratios(data)
-    path.write_text(json.dumps(data, indent=1))
-    return data
 
 
 def ratios(data: dict[str, Any]) -> dict[str, float]:

@@ -29,10 +29,6 @@ class OpenAIServer:
         self._sessions: dict[int, Any] = {}
         self._tokenize: bool | None = None  # whether the server has vLLM's /tokenize
 
-    @property
-    def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.key}"} if self.key else {}
-
     def _session(self) -> Any:
         import aiohttp
 
@@ -41,15 +37,15 @@ class OpenAIServer:
         if session is None or session.closed:
             session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self.concurrency),
-                timeout=aiohttp.ClientTimeout(total=self.timeout))
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                headers={"Authorization": f"Bearer {self.key}"} if self.key else None)
             self._sessions[loop_id] = session
         return session
 
     async def context_length(self) -> int | None:
         """The served model's ``max_model_len`` when the server reports it (vLLM does)."""
         try:
-            async with self._session().get(f"{self.base}/models", headers=self._headers,
-                                           timeout=10) as resp:
+            async with self._session().get(f"{self.base}/models", timeout=10) as resp:
                 models = (await resp.json()).get("data", []) if resp.status == 200 else []
         except Exception:  # noqa: BLE001 - an unreachable server shows up on the first call
             return None
@@ -67,7 +63,7 @@ class OpenAIServer:
                 "add_generation_prompt": not prefill, "continue_final_message": prefill}
         try:
             async with self._session().post(self.base.removesuffix("/v1") + "/tokenize",
-                                            json=body, headers=self._headers) as resp:
+                                            json=body) as resp:
                 if resp.status == 200:
                     self._tokenize = True
                     return int((await resp.json())["count"])
@@ -78,18 +74,22 @@ class OpenAIServer:
         return None
 
     async def complete(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """One chat completion; returns the decoded JSON body."""
+        """One chat completion; returns the decoded JSON body (bytes straight to json.loads:
+        no text decoding, no charset detection)."""
         body = {k: v for k, v in kwargs.items() if k not in _CLIENT_FIELDS}
         body["model"] = self.model
-        body.update(body.pop("extra_body", None) or {})
+        extra = body.pop("extra_body", None)
+        if extra:
+            body.update(extra)
+        headers = body.pop("extra_headers", None)
         async with self._session().post(f"{self.base}/chat/completions", json=body,
-                                        headers=self._headers) as resp:
-            text = await resp.text()
+                                        headers=headers) as resp:
+            raw = await resp.read()
             if resp.status >= 400:
-                raise HTTPStatusError(resp.status, text, resp.headers)
+                raise HTTPStatusError(resp.status, raw.decode("utf-8", "replace"), resp.headers)
         try:
-            decoded = json.loads(text)
-        except json.JSONDecodeError as exc:
+            decoded = json.loads(raw)
+        except ValueError as exc:
             raise EmptyCompletion(f"malformed response body: {exc}") from None
         if not isinstance(decoded, dict):
             raise EmptyCompletion("malformed response body: not a JSON object")
@@ -105,26 +105,52 @@ class OpenAIServer:
 
 def parse_choices(response: Any, n: int) -> list[Completion]:
     """Completions from a LiteLLM response object or a decoded chat-completions body."""
+    if isinstance(response, dict):
+        return _parse_body(response)
     choices = list(_field(response, "choices") or [])
     if not choices:
         raise EmptyCompletion("response has no choices")
     usage = _field(response, "usage")
-    prompt = int(_field(usage, "prompt_tokens") or 0)
-    completion = int(_field(usage, "completion_tokens") or 0)
-    reasoning = int(_field(_field(usage, "completion_tokens_details"), "reasoning_tokens") or 0)
     out = []
-    for i, ch in enumerate(choices):
+    for ch in choices:
         msg = _field(ch, "message")
-        content = _field(msg, "content")
+        out.append((_field(msg, "content"),
+                    _field(msg, "reasoning_content") or _field(msg, "reasoning") or None,
+                    _field(ch, "finish_reason")))
+    return _completions(out, _field(usage, "prompt_tokens"), _field(usage, "completion_tokens"),
+                        _field(_field(usage, "completion_tokens_details"), "reasoning_tokens"))
+
+
+def _parse_body(body: dict[str, Any]) -> list[Completion]:
+    """`parse_choices` for a decoded JSON body (the direct transport's fast path)."""
+    choices = body.get("choices")
+    if not choices or not isinstance(choices, list):
+        raise EmptyCompletion("response has no choices")
+    usage = body.get("usage") or {}
+    out = []
+    for ch in choices:
+        msg = ch.get("message") or {}
+        out.append((msg.get("content"), msg.get("reasoning_content") or msg.get("reasoning")
+                    or None, ch.get("finish_reason")))
+    return _completions(out, usage.get("prompt_tokens"), usage.get("completion_tokens"),
+                        (usage.get("completion_tokens_details") or {}).get("reasoning_tokens"))
+
+
+def _completions(choices: list[tuple[Any, Any, Any]], prompt: Any, completion: Any,
+                 reasoning_tokens: Any = None) -> list[Completion]:
+    """(content, reasoning, finish reason) per choice -> completions; the usage's completion
+    (and reasoning) tokens are shared out over the choices, its prompt tokens go to the first."""
+    prompt, completion, count = int(prompt or 0), int(completion or 0), len(choices)
+    thinking = int(reasoning_tokens or 0)
+    out = []
+    for i, (content, reasoning, finish) in enumerate(choices):
         text = content if isinstance(content, str) else ""
-        thought = _field(msg, "reasoning_content") or _field(msg, "reasoning") or None
-        if not text.strip() and not thought:
+        if not reasoning and not text.strip():
             raise EmptyCompletion("the model returned an empty completion")
-        out.append(Completion(text=text, reasoning=thought,
+        out.append(Completion(text=text, reasoning=reasoning,
                               prompt_tokens=prompt if i == 0 else 0,
-                              completion_tokens=_share(completion, i, len(choices)),
-                              reasoning_tokens=_share(reasoning, i, len(choices)),
-                              finish_reason=_field(ch, "finish_reason")))
+                              completion_tokens=_share(completion, i, count),
+                              reasoning_tokens=_share(thinking, i, count), finish_reason=finish))
     return out
 
 

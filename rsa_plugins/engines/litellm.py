@@ -28,31 +28,12 @@ from .errors import (
     redact,
 )
 from .http import OpenAIServer, parse_choices
+from .providers import OPENAI_COMPATIBLE, model_prices, stop_cap, user_callbacks
+from .router import RouterTransport
 
 #: request fields passed on as they are that LiteLLM does not name but OpenAI-compatible servers
 #: (vLLM, SGLang) take; LiteLLM's own `completion` arguments pass through too
 EXTRA_FIELDS = ("top_k", "min_p", "repetition_penalty", "extra_body", "chat_template_kwargs")
-#: hosts that refuse more than 4 stop strings (OpenAI's API and Azure's); other servers reached
-#: directly (vLLM, SGLang, ...) take every one
-CAPPED_HOSTS = ("api.openai.com", ".openai.azure.com", "api.groq.com")
-#: providers whose servers speak the plain OpenAI chat-completions protocol at `api_base`
-OPENAI_COMPATIBLE = {"hosted_vllm", "openai", "openai_like", "custom_openai", "lm_studio",
-                     "llamafile", "sglang", "xinference"}
-
-
-def model_prices(model: str) -> tuple[float, float] | None:
-    """US dollars per prompt token and per completion token of a LiteLLM model string, from
-    LiteLLM's cost map (`litellm.register_model` adds prices); None where it has none."""
-    import litellm
-
-    try:
-        prompt, completion = litellm.cost_per_token(model=model, prompt_tokens=1_000_000,
-                                                    completion_tokens=1_000_000)
-    except Exception:  # noqa: BLE001 - LiteLLM raises several kinds for an unmapped model
-        return None
-    return prompt / 1_000_000, completion / 1_000_000
-
-
 class LiteLLMEngine(Engine):
     """Generations from a LiteLLM model string (``openai/gpt-4o-mini``, ``hosted_vllm/NAME``, ...).
 
@@ -60,11 +41,20 @@ class LiteLLMEngine(Engine):
     `use_n` asks for several samples in one request at the first step (default: when LiteLLM
     says the provider accepts `n`).
 
-    `transport`: ``"litellm"`` sends every call through `litellm.acompletion`; ``"http"`` posts
-    straight to an OpenAI-compatible ``api_base`` (LiteLLM still resolves provider, base and
-    key).  ``"auto"`` (default) picks ``"http"`` for OpenAI-compatible providers with an
-    ``api_base`` when no LiteLLM callbacks are registered: LiteLLM costs several milliseconds of
-    CPU per call, which bounds throughput at high concurrency.
+    `transport`: ``"litellm"`` sends every call through `litellm.acompletion` (or
+    `Router.acompletion`); ``"http"`` posts straight to an OpenAI-compatible ``api_base``
+    (LiteLLM still resolves provider, base and key), and with a `router` straight to the
+    deployment the Router lets serve (`rsa_plugins.engines.router`: its cooldowns kept, a
+    problem's requests on one deployment).  ``"auto"`` (default) picks ``"http"`` where it
+    can (OpenAI-compatible servers with an ``api_base``) unless callbacks of your own are
+    registered with LiteLLM (the Router's routing handlers do not count): LiteLLM costs
+    several milliseconds of CPU per call, which bounds throughput at high concurrency.
+
+    `session_header`: an HTTP header that carries each request's problem key, for a router in
+    front of several servers that keeps a session on one replica, where the problem's shared
+    prompt prefix is cached: ``"x-session-id"`` for vLLM's ``vllm-router --policy
+    consistent_hash`` and for the production-stack router with ``--routing-logic session
+    --session-key x-session-id``.  Prefix-aware routers need nothing.
     """
 
     name = "litellm"
@@ -73,7 +63,8 @@ class LiteLLMEngine(Engine):
                  concurrency: int = 64, timeout: float = 600.0, max_retries: int = 6,
                  backoff: float = 0.5, max_backoff: float = 30.0, use_n: bool | None = None,
                  router: Any = None, max_model_len: int | None = None,
-                 transport: str = "auto", **completion_kwargs: Any) -> None:
+                 transport: str = "auto", session_header: str | None = None,
+                 **completion_kwargs: Any) -> None:
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         import litellm
 
@@ -95,24 +86,33 @@ class LiteLLMEngine(Engine):
             use_n = router is None and self._provider_accepts_n()
         self.supports_n = use_n
         self._semaphores: dict[int, asyncio.Semaphore] = {}
+        if session_header is not None and (not isinstance(session_header, str)
+                                           or not session_header.strip()):
+            raise ValueError(f"session_header must be an HTTP header name such as "
+                             f"'x-session-id', got {session_header!r}")
+        self.session_header = session_header
         self._http = self._resolve_transport(transport)
-        # LiteLLM's `completion` keeps the first 4 stop strings for every provider (unless
-        # `litellm.disable_stop_sequence_limit`); the direct transport sends all but to
-        # hosts that refuse more
-        capped = self._http is None and not litellm.disable_stop_sequence_limit
-        if self._http is not None and any(h in self._http.base for h in CAPPED_HOSTS):
-            capped = True
-        self.max_stop = 4 if capped else None
+        bases = [self._http.base] if isinstance(self._http, OpenAIServer) else \
+            [srv.base for srv in self._http.servers.values()] if self._http is not None else []
+        self.max_stop = stop_cap(self._http is None, bases)
         self._fatal: FatalAPIError | None = None  # set by a 401/403/404: every call would fail
 
-    def _resolve_transport(self, transport: str) -> OpenAIServer | None:
-        """The server for the direct transport, or None for LiteLLM."""
+    def _resolve_transport(self, transport: str) -> OpenAIServer | RouterTransport | None:
+        """The direct transport (one server, or a Router's deployments), None for LiteLLM."""
         import litellm
 
         if transport not in ("auto", "http", "litellm"):
             raise ValueError(f"transport must be one of auto, http, litellm; got {transport!r}")
-        if transport == "litellm" or self.router is not None:
+        if transport == "litellm" or (transport == "auto" and user_callbacks()):
             return None
+        if self.router is not None:
+            direct = RouterTransport.create(self.router, self.model, self.concurrency,
+                                            self.timeout, OPENAI_COMPATIBLE)
+            if direct is None and transport == "http":
+                raise ValueError("transport='http' with a router needs a LiteLLM Router with "
+                                 "select() and health() and a model group of OpenAI-compatible "
+                                 "deployments with api_base")
+            return direct
         try:
             name, provider, key, base = litellm.get_llm_provider(self.model, api_base=self.api_base)
         except Exception:  # noqa: BLE001
@@ -120,10 +120,7 @@ class LiteLLMEngine(Engine):
         usable = provider in OPENAI_COMPATIBLE and bool(base)
         if transport == "http" and not usable:
             raise ValueError("transport='http' needs an OpenAI-compatible model with api_base")
-        hooks = any(getattr(litellm, a, None) for a in (
-            "callbacks", "success_callback", "failure_callback", "_async_success_callback",
-            "input_callback"))
-        if not usable or (transport == "auto" and hooks):
+        if not usable:
             return None
         return OpenAIServer(base, name, self._api_key or key, self.concurrency, self.timeout)
 
@@ -161,9 +158,14 @@ class LiteLLMEngine(Engine):
         return prompt_tokens * self._prices[0] + completion_tokens * self._prices[1]
 
     def describe(self) -> dict[str, object]:
+        transport = ("litellm" if self._http is None else
+                     "router-http" if isinstance(self._http, RouterTransport) else "http")
         return {"engine": self.name, "model": self.model, "api_base": self.api_base,
-                "transport": "litellm" if self._http is None else "http",
-                "max_stop": self.max_stop}
+                "transport": transport, "max_stop": self.max_stop}
+
+    def stats(self) -> dict[str, Any]:
+        """With a Router on the direct transport: requests per deployment, failures reported."""
+        return self._http.stats() if isinstance(self._http, RouterTransport) else {}
 
     def _semaphore(self) -> asyncio.Semaphore:
         loop_id = id(asyncio.get_running_loop())
@@ -201,6 +203,9 @@ class LiteLLMEngine(Engine):
                                     "continue_final_message": True, "add_generation_prompt": False}
         if n > 1:
             kwargs["n"] = n
+        if self.session_header and req.cache_key:  # a router keeps a problem on one replica
+            kwargs["extra_headers"] = {**(kwargs.get("extra_headers") or {}),
+                                       self.session_header: req.cache_key}
         if req.max_tokens is not None:
             kwargs["max_tokens"] = req.max_tokens
         if req.top_p is not None:
@@ -216,7 +221,7 @@ class LiteLLMEngine(Engine):
                 if self._fatal is not None:
                     raise self._fatal
                 async with self._semaphore():
-                    response = await self._complete(kwargs)
+                    response = await self._complete(kwargs, req.cache_key)
                 comps = parse_choices(response, n)
                 comps[0].retries = attempt  # retries are per request, not per choice
                 return comps
@@ -245,7 +250,9 @@ class LiteLLMEngine(Engine):
         said = redact(describe_error(exc), self._api_key)[:200]
         return f"model {self.model}: {REASONS[reason]} ({said}); {fix[reason]}"
 
-    async def _complete(self, kwargs: dict[str, Any]) -> Any:
+    async def _complete(self, kwargs: dict[str, Any], key: str | None = None) -> Any:
+        if isinstance(self._http, RouterTransport):
+            return await self._http.complete(kwargs, key)
         if self._http is not None:
             return await self._http.complete(kwargs)
         if self.router is not None:

@@ -231,14 +231,22 @@ class AsyncVLLMEngine(_VLLMPrompts):
 
 
 def build_async_llm(model: str, options: dict[str, Any]) -> Any:
-    """vLLM's `AsyncLLM` for `model` with engine arguments `options`.  Its ``rsa_rank_stats``
-    collects what each engine core (data-parallel rank) reported: requests scheduled, prompt
-    tokens looked up in and found in its prefix cache, tokens generated."""
+    """vLLM's `AsyncLLM` for `model` with engine arguments `options`.
+
+    Built in vLLM's offline usage context (the one `vllm.LLM` uses), so what the user leaves
+    unset gets the offline engine's defaults: vLLM gives an `AsyncLLM` a much smaller
+    scheduler budget otherwise (on an H200 ``max_num_batched_tokens`` 2,048 instead of 16,384,
+    CUDA graphs up to batch 256 instead of 512), which makes barrier-free RSA no faster than
+    lockstep.  ``rsa_rank_stats`` collects what each engine core (data-parallel rank)
+    reported: requests scheduled, prompt tokens looked up in and found in its prefix cache,
+    tokens generated."""
     from vllm import AsyncEngineArgs
+    from vllm.usage.usage_lib import UsageContext
     from vllm.v1.engine.async_llm import AsyncLLM
 
     ranks: dict[int, dict[str, int]] = {}
     llm = AsyncLLM.from_engine_args(AsyncEngineArgs(model=model, **options),
+                                    usage_context=UsageContext.LLM_CLASS,
                                     stat_loggers=[_rank_stats_logger(ranks)])
     llm.rsa_rank_stats = ranks
     return llm

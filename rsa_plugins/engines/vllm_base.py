@@ -3,6 +3,7 @@ tokenising, sampling parameters that fit the context, and parsing vLLM's outputs
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -155,7 +156,18 @@ class _VLLMPrompts(Engine):
         return self.cached_tokens / self.prompt_tokens_sent if self.prompt_tokens_sent else 0.0
 
     def describe(self) -> dict[str, object]:
-        return {"engine": self.name, "model": self.model_name, "max_model_len": self.max_model_len}
+        """Engine, model, context and the settings vLLM runs with (`engine_settings`)."""
+        return {"engine": self.name, "model": self.model_name, "max_model_len": self.max_model_len,
+                "engine_settings": self.engine_settings()}
+
+    def engine_settings(self) -> dict[str, Any]:
+        """The scheduler budget and the rest vLLM actually runs with, read back from its
+        config (`engine_settings`); empty for an engine without one (a stand-in)."""
+        llm = getattr(self, "llm", None)
+        llm = getattr(llm, "_llm", llm)  # a wrapper that meters it (rsa bench)
+        config = getattr(llm, "vllm_config", None) or getattr(
+            getattr(llm, "llm_engine", None), "vllm_config", None)
+        return engine_settings(config) if config is not None else {}
 
     def stats(self) -> dict[str, Any]:
         """Engine-busy figures (`rsa_plugins.busy`) and prefix-cache hits so far; per problem
@@ -170,6 +182,69 @@ class _VLLMPrompts(Engine):
                 "problems": len(per_key), "min": round(per_key[0], 4),
                 "median": round(per_key[len(per_key) // 2], 4), "max": round(per_key[-1], 4)}
         return out
+
+
+#: settings that change how fast the same work runs: modes compared must agree on these
+COMPARED_SETTINGS = ("max_num_batched_tokens", "max_num_seqs", "max_cudagraph_capture_size",
+                     "cudagraph_mode", "enforce_eager", "enable_prefix_caching",
+                     "enable_chunked_prefill", "max_model_len", "dtype",
+                     "gpu_memory_utilization", "tensor_parallel_size", "data_parallel_size",
+                     "vllm")
+
+
+def engine_settings(config: Any) -> dict[str, Any]:
+    """What a `VllmConfig` says the engine runs with: the scheduler budget
+    (``max_num_batched_tokens``, ``max_num_seqs``), CUDA-graph capture (largest batch, mode),
+    caching, context, precision, parallelism, KV-cache blocks and vLLM's version.  A field a
+    vLLM release lacks is left out."""
+    def get(section: str, name: str) -> Any:
+        value = getattr(getattr(config, section, None), name, None)
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return value
+        return str(getattr(value, "name", value)).removeprefix("torch.")
+
+    compilation = getattr(config, "compilation_config", None)
+    sizes = list(getattr(compilation, "cudagraph_capture_sizes", None) or [])
+    largest = get("compilation_config", "max_cudagraph_capture_size")
+    out: dict[str, Any] = {
+        "max_num_batched_tokens": get("scheduler_config", "max_num_batched_tokens"),
+        "max_num_seqs": get("scheduler_config", "max_num_seqs"),
+        "enable_chunked_prefill": get("scheduler_config", "enable_chunked_prefill"),
+        "max_cudagraph_capture_size": largest if largest is not None else (
+            max(sizes) if sizes else None),
+        "cudagraph_capture_sizes": len(sizes),
+        "cudagraph_mode": get("compilation_config", "cudagraph_mode"),
+        "enforce_eager": get("model_config", "enforce_eager"),
+        "enable_prefix_caching": get("cache_config", "enable_prefix_caching"),
+        "max_model_len": get("model_config", "max_model_len"),
+        "dtype": get("model_config", "dtype"),
+        "gpu_memory_utilization": get("cache_config", "gpu_memory_utilization"),
+        "num_gpu_blocks": get("cache_config", "num_gpu_blocks"),
+        "block_size": get("cache_config", "block_size"),
+        "tensor_parallel_size": get("parallel_config", "tensor_parallel_size"),
+        "data_parallel_size": get("parallel_config", "data_parallel_size"),
+        "vllm": _vllm_version()}
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def differing_settings(by_mode: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """{setting: {mode: value}} for each of `COMPARED_SETTINGS` on which the modes disagree."""
+    out: dict[str, dict[str, Any]] = {}
+    for key in COMPARED_SETTINGS:
+        values = {mode: s.get(key) for mode, s in by_mode.items()}
+        if len({repr(v) for v in values.values()}) > 1:
+            out[key] = values
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _vllm_version() -> str | None:
+    try:
+        from vllm import __version__
+
+        return str(__version__)
+    except Exception:  # noqa: BLE001 - a stand-in engine without vLLM
+        return None
 
 
 def _engine_options(max_model_len: int | None, options: dict[str, Any]) -> dict[str, Any]:

@@ -2,8 +2,10 @@
 
 The figures that matter come from the GPU (docs/performance.md); here the bench's behaviour is
 checked: every mode does the same token work, lockstep makes one engine call per step, raw and
-bound replay exactly what lockstep sent (bound from its saved file, in a process of its own), and the
-ratios are computed.  Prints the ratios, never asserts on them.
+bound replay exactly what lockstep sent (bound from its saved file, in a process of its own), the ratios are computed
+from the medians of repeats, both engines ran with the same scheduler settings (vLLM's offline
+defaults), and ``--next`` runs a second workload on the same engine.  Prints the ratios, never
+asserts on them.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "Tru
 
 
 @pytest.mark.benchmark
+@pytest.mark.timeout(3000)  # two engines on a shared 2-core machine
 def test_rsa_bench_modes_do_the_same_token_work(smollm2_dir, tmp_path, show):
-    out, saved = tmp_path / "bench.json", tmp_path / "lockstep.json.gz"
+    out, saved, other = tmp_path / "bench.json", tmp_path / "lockstep.json.gz", tmp_path / "b.json"
     common = ["--model", str(smollm2_dir), "--load-format", "dummy", "--problems", "2", "-N",
               "4", "-K", "2", "-T", "2", "--max-tokens", "32", "--median", "16", "--sigma", "1",
               "--max-model-len", "2048", "--enforce-eager", "--out", str(out)]
@@ -30,9 +33,10 @@ def test_rsa_bench_modes_do_the_same_token_work(smollm2_dir, tmp_path, show):
     # bound, first in its invocation (a process of its own), replays lockstep's saved requests
     for extra in (["--engine", "offline", "--modes", "lockstep,raw", "--save-batches", str(saved)],
                   ["--engine", "async", "--modes", "bound,barrier-free,barrier-free-index",
-                   "--replay", str(saved)]):
+                   "--replay", str(saved), "--repeat", "2", "--next", "--median", "8",
+                   "--modes", "barrier-free", "--repeat", "1", "--out", str(other)]):
         proc = subprocess.run([sys.executable, "-c", code, "bench", *common, *extra],
-                              env=ENV, capture_output=True, text=True, timeout=1200)
+                              env=ENV, capture_output=True, text=True, timeout=1500)
         assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads(out.read_text())
     show("\nrsa bench (CPU, tiny):", json.dumps(data["ratios"]))
@@ -51,5 +55,20 @@ def test_rsa_bench_modes_do_the_same_token_work(smollm2_dir, tmp_path, show):
     for m in modes:
         assert 0 < data[m]["engine_busy_fraction"] <= 1
         assert data[m]["engine_requests"] == data[m]["generations"]
+    # both engines ran with the offline engine's scheduler budget: nothing to warn about
+    settings = [data[m]["engine_settings"] for m in modes]
+    assert all(s == settings[0] for s in settings) and settings[0]["max_num_seqs"] > 0
+    assert "engine_settings_differ" not in data
+    assert data["_setup_offline"]["engine_settings"] == data["_setup_async"]["engine_settings"]
+    for m in ("bound", "barrier-free", "barrier-free-index"):  # --repeat 2
+        f = data[m]
+        assert f["repeats"] == 2 and len(f["runs"]) == 2
+        assert f["wall_s_min"] <= f["wall_s"] <= f["wall_s_max"]
+        assert {r["generated_tokens"] for r in f["runs"]} == {f["generated_tokens"]}
+    assert data["lockstep"]["repeats"] == 1
+    second = json.loads(other.read_text())  # the --next piece: another workload, same engine
+    assert second["_setup_async"]["engine_reused"] and second["_setup_async"]["length_median"] == 8
+    assert second["barrier-free"]["generations"] == 2 * 4 * 2
+    assert second["barrier-free"]["generated_tokens"] < data["barrier-free"]["generated_tokens"]
     assert set(data["ratios"]) >= {"lockstep_over_raw_wall", "lockstep_over_barrier-free_wall",
                                    "barrier-free_over_bound_wall", "lockstep_over_bound_wall"}

@@ -18,7 +18,7 @@ from typing import Any
 import dspy
 
 from ...engines.base import TEMPLATE_OVERHEAD, Engine, EngineError
-from ...engines.litellm import model_prices
+from ...engines.providers import model_prices
 from ...seeds import derive_seed
 from ...types import Completion, Request
 from ._compat import serialize_for_json
