@@ -5,7 +5,8 @@ Equivalence scales with the population: each answer is normalised once into a ca
 the representatives of distinct keys: numbers numerically, and with math-verify only when both
 look like mathematics (numbers, LaTeX, short expressions; never a sentence of prose).  math-verify
 parses each distinct answer at most once and spends a bounded time per answer; it never uses
-signals, so all of this runs safely (and thread-safely) in worker threads.
+signals, so all of this runs safely (and thread-safely) in worker threads; `quick` says when
+a population needs none of it.
 """
 
 from __future__ import annotations
@@ -23,11 +24,9 @@ from .kinds import MATHEMATICAL
 
 # ------------------------------------------------------------------ canonical keys
 
-#: longer answers are never sent to math-verify (nothing can interrupt a parse in a thread)
-_MAX_MATH_CHARS = 200
-#: CPU seconds of math-verify work (the calling thread's, so other load does not count) that one
-#: answer may cost per `cluster` call, and at most per parse; beyond it, it matches by key or
-#: by number only
+_MAX_MATH_CHARS = 200  # longer answers never go to math-verify (a parse cannot be interrupted)
+#: CPU seconds of math-verify work (the calling thread's) one answer may cost per `cluster`
+#: call, and at most per parse; beyond it, it matches by key or by number only
 MATH_BUDGET_S = 1.0
 _CACHE_LIMIT = 1 << 15
 
@@ -86,8 +85,7 @@ class _Entry(NamedTuple):
     math: str | None  # the text math-verify parses; None when it does not look mathematical
 
 
-def _entry(text: str, kind: str) -> _Entry:
-    """The answer's key and comparison data, computed once per distinct short answer."""
+def _entry(text: str, kind: str) -> _Entry:  # computed once per distinct short answer
     return _cached_entry(text, kind) if len(text) <= 1024 else _make_entry(text, kind)
 
 
@@ -109,11 +107,8 @@ _cached_entry = lru_cache(maxsize=_CACHE_LIMIT)(_make_entry)
 
 
 def answer_key(answer: Any, kind: str = "general") -> str | None:
-    """The canonical key of an answer (None for no answer): equal keys mean equivalent answers.
-
-    Memoised per (answer, kind) up to 1,024 characters.  Different keys may still be equivalent
-    (``1/2`` and ``\\frac{1}{2}``): `equivalent` and `cluster` then ask math-verify.
-    """
+    """The canonical key of an answer (None for no answer): equal keys mean equivalent answers
+    (memoised; different keys may still be equivalent, ``1/2`` and ``\\frac{1}{2}``)."""
     return None if answer is None else _entry(str(answer), kind).key
 
 
@@ -224,6 +219,14 @@ def _same(a: _Entry, b: _Entry, spent: dict[str, float] | None = None) -> bool:
     if a.math is not None and b.math is not None:
         return _math_equal(a.math, b.math, spent)
     return False
+
+
+def quick(answers: Sequence[Any], kind: str = "general") -> bool:
+    """Whether clustering `answers` asks math-verify nothing: no two distinct keys of which one
+    is mathematics but not a plain number (so it can run on the event loop)."""
+    entries = {e.key: e for a in answers if a is not None for e in (_entry(str(a), kind),)}
+    return len(entries) < 2 or all(e.math is None or e.number is not None
+                                   for e in entries.values())
 
 
 def equivalent(a: Any, b: Any, kind: str = "general") -> bool:

@@ -68,6 +68,8 @@ def _last(pattern: re.Pattern[str], text: str) -> str | None:
 def _unwrap(answer: str) -> str | None:
     """An answer without what models wrap it in: ``**$42$**.`` -> ``42``."""
     s = answer.strip()
+    if s.isalnum():  # nothing to unwrap: 42, B, Paris
+        return s
     while True:
         before = s
         s = s.strip().rstrip(".;,").strip()

@@ -12,7 +12,7 @@ a prompt fits for sure.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from .config import RSAConfig
 from .engines.base import Engine
@@ -39,19 +39,19 @@ async def fit_first(engine: Engine, request: Request) -> Fit:
     if room < 1:
         return Fit(None, f"the problem alone ({used} tokens) does not fit the model's context "
                          f"of {limit} tokens")
-    return Fit(replace(request, max_tokens=min(request.max_tokens or room, room)))
+    request.max_tokens = min(request.max_tokens or room, room)  # a request of its own
+    return Fit(request)
 
 
 async def fit_aggregation(engine: Engine, problem: Problem, views: list[str], config: RSAConfig,
-                          kind: str, base: Request) -> Fit:
-    """The aggregation request of `views` for `problem` (sampling from `base`), fitted to the
-    context: its budget lowered first, then the views cut to their tails."""
+                          kind: str, request: Request) -> Fit:
+    """`request`, the aggregation of `views` for `problem`, fitted to the context: its budget
+    lowered first, then the views cut to their tails (the prompt built again from them)."""
 
     def build(texts: list[str]) -> Request:
-        return replace(base, messages=problem.messages(
+        return request.with_messages(problem.messages(
             aggregation_prompt(problem, texts, config, kind)))
 
-    request = build(views)
     limit = engine.max_model_len
     if not limit:
         return Fit(request)
@@ -63,9 +63,9 @@ async def fit_aggregation(engine: Engine, problem: Problem, views: list[str], co
         return Fit(request)
     used = await engine.prompt_tokens(request)
     if used + want <= limit:
-        return Fit(replace(request, max_tokens=asked and min(asked, limit - used)))
+        return Fit(_budget(request, asked and min(asked, limit - used)))
     if used + floor <= limit:
-        return Fit(replace(request, max_tokens=limit - used), cut=True)
+        return Fit(_budget(request, limit - used), cut=True)
     frame = await engine.prompt_tokens(build([""] * len(views)))
     per = (limit - floor - frame) // len(views) - 8
     for _ in range(4):  # a tail measured in estimated tokens may still be too long: tighten
@@ -74,8 +74,13 @@ async def fit_aggregation(engine: Engine, problem: Problem, views: list[str], co
         request = build([tail(v, per, engine.tokenizer)[0] for v in views])
         used = await engine.prompt_tokens(request)
         if used + floor <= limit:
-            return Fit(replace(request, max_tokens=limit - used), cut=True)
+            return Fit(_budget(request, limit - used), cut=True)
         per = int(per * (limit - floor - frame) / max(1, used - frame)) - 8
     return Fit(None, f"aggregation prompt cannot fit the context of {limit} tokens even with "
                      f"candidates cut to their tails; lower aggregation_size (now {len(views)}) "
                      "or max_tokens, or use view='answer'", cut=True)
+
+
+def _budget(request: Request, max_tokens: int | None) -> Request:
+    request.max_tokens = max_tokens  # the loop built this request for this call alone
+    return request

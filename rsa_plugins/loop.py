@@ -27,6 +27,7 @@ from typing import Any
 
 from ._version import __version__
 from .answers import detect_kind, equivalent, extract
+from .equivalence import quick
 from .budget import Budget, Cost, forecast, spent, worst_case
 from .config import RSAConfig
 from .engines.base import Engine
@@ -202,12 +203,19 @@ class RSALoop:
         cfg = self.config
         gens = [s.current[slot] for slot in sorted(s.current)]
         s.current, cut, s.cut = {}, s.cut, 0
-        metrics = await asyncio.to_thread(step_metrics, t, gens, s.kind, cfg.population, cut,
-                                          cfg.aggregation_size)
-        if any(c.completion.ok for c in gens) or not any(c.completion.ok for c in s.population):
-            s.population = gens
-            s.chosen = await asyncio.to_thread(select, gens, s.kind, cfg.selection, cfg.seed,
-                                               s.problem.id)
+        replaced = any(c.completion.ok for c in gens) or not any(c.completion.ok
+                                                                 for c in s.population)
+
+        def summary() -> tuple[dict[str, Any], tuple[int | None, dict[str, int]] | None]:
+            return (step_metrics(t, gens, s.kind, cfg.population, cut, cfg.aggregation_size),
+                    select(gens, s.kind, cfg.selection, cfg.seed, s.problem.id) if replaced
+                    else None)
+
+        # math-verify work leaves the event loop; numbers and plain answers need none
+        metrics, chosen = summary() if quick([c.answer for c in gens], s.kind) else \
+            await asyncio.to_thread(summary)
+        if replaced:
+            s.population, s.chosen = gens, chosen
         else:
             metrics["kept_previous"] = True
             s.degraded_at = t

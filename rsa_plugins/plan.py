@@ -10,12 +10,12 @@ prompt of the parents' views, fitted to the context (`fit`).  Each request gets 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from .config import RSAConfig
 from .engines.base import Engine
 from .fit import fit_aggregation, fit_first
-from .prompts import aggregation_stop, candidate_view
+from .prompts import aggregation_prompt, aggregation_stop, candidate_view
 from .seeds import derive_seed
 from .types import Candidate, Problem, Request
 
@@ -54,9 +54,10 @@ async def sampling_jobs(engine: Engine, config: RSAConfig, problem: Problem,
         return [Job([slot], None, first.error) for slot in slots]
     if together:
         return [Job(slots, first.request)]
-    budget = first.request.max_tokens  # every slot sends the same prompt: one fit for all
-    return [Job([slot], replace(request_for(config, problem, 1, slot), max_tokens=budget))
-            for slot in slots]
+    jobs = [Job([slot], request_for(config, problem, 1, slot)) for slot in slots]
+    for job in jobs:  # every slot sends the same prompt: one fit for all
+        job.request.max_tokens = first.request.max_tokens  # type: ignore[union-attr]
+    return jobs
 
 
 async def aggregation_jobs(engine: Engine, config: RSAConfig, problem: Problem, kind: str,
@@ -64,19 +65,27 @@ async def aggregation_jobs(engine: Engine, config: RSAConfig, problem: Problem, 
                            subsets: Sequence[Sequence[int]], slots: list[int]) -> list[Job]:
     """Step `step` for `slots`: each aggregates the members of `population` its subset names."""
     jobs = []
+    stop = aggregation_stop(config.stop, problem)
+    views: dict[int, str] = {}  # a member's view, made once however many subsets show it
     for slot in slots:
         drawn = subsets[slot]
         if config.candidate_order == "index":
             drawn = sorted(drawn)
         parents = [population[i] for i in drawn]
         base = request_for(config, problem, step, slot)
-        base.stop = aggregation_stop(base.stop, problem)
+        base.stop = stop
         own = engine.aggregation_request(base, [c.completion for c in parents])
         if own is not None:
             fit_error, cut, request = None, False, own
         else:
-            views = [candidate_view(c, config, problem, kind, engine.tokenizer) for c in parents]
-            fit = await fit_aggregation(engine, problem, views, config, kind, base)
+            for i in drawn:
+                if i not in views:
+                    views[i] = candidate_view(population[i], config, problem, kind,
+                                              engine.tokenizer)
+            shown = [views[i] for i in drawn]
+            prompt = base.with_messages(problem.messages(
+                aggregation_prompt(problem, shown, config, kind)))
+            fit = await fit_aggregation(engine, problem, shown, config, kind, prompt)
             fit_error, cut, request = fit.error, fit.cut, fit.request
         jobs.append(Job([slot], request, fit_error, cut, [c.slot for c in parents]))
     return jobs

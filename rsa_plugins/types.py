@@ -94,6 +94,13 @@ class Request:
     chat: bool = True
     cache_key: str | None = None
 
+    def with_messages(self, messages: list[Message]) -> Request:
+        """A copy with other messages (the same sampling and fields, subclasses' too)."""
+        copy = object.__new__(type(self))
+        copy.__dict__.update(self.__dict__)
+        copy.messages = messages
+        return copy
+
     @property
     def prefill(self) -> str | None:
         """The assistant prefill this request continues, if any."""
