@@ -10,10 +10,10 @@ import re
 from collections.abc import Sequence
 
 from . import kinds as _kinds
-from .equivalence import answer_key, cluster, entropy, equivalent, normalize, vote
+from .equivalence import answer_key, cluster, equivalent, normalize, vote
 from .extractors import last_boxed
 
-__all__ = ["extract", "detect_kind", "last_boxed", "answer_key", "cluster", "entropy",
+__all__ = ["extract", "detect_kind", "last_boxed", "answer_key", "cluster",
            "equivalent", "normalize", "vote"]
 
 

@@ -295,9 +295,3 @@ def vote(answers: Sequence[Any], kind: str = "general") -> tuple[int | None, dic
         return None, votes
     best = max(clusters, key=len)  # max keeps the first of equal sizes
     return best[0], votes
-
-
-def entropy(counts: Sequence[int]) -> float:
-    """Shannon entropy (nats) of a vote distribution."""
-    total = sum(counts)
-    return -sum(c / total * math.log(c / total) for c in counts if c) if total else 0.0

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
-from .equivalence import cluster, entropy
+from .equivalence import cluster
 from .types import Candidate
 
 ACCURACY_KEYS = ("mean_accuracy", "pass_at_n", "majority_accuracy")
+
+
+def entropy(counts: Sequence[int]) -> float:
+    """Shannon entropy (nats) of a vote distribution."""
+    total = sum(counts)
+    return -sum(c / total * math.log(c / total) for c in counts if c) if total else 0.0
 
 
 def population_accuracy(scores: Sequence[float], size: int,

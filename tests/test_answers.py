@@ -10,7 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from rsa_plugins import equivalence
-from rsa_plugins.answers import answer_key, cluster, entropy, equivalent, extract, normalize, vote
+from rsa_plugins.answers import answer_key, cluster, equivalent, extract, normalize, vote
+from rsa_plugins.metrics import entropy
 
 PROSE = [f"I would say the {w} matters most, for {i + 2} separate reasons."
          for i, w in enumerate(("river", "lantern", "granite", "orchard", "signal", "harbour"))]

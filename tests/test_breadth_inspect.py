@@ -117,8 +117,8 @@ def evaluate(stub: FormatStub, tmp, make: Any, rsa: bool) -> tuple[Any, list[dic
     stub.reset()
     args = {"population": N, "aggregation_size": K, "steps": T}
     solver = SolverSpec("rsa_plugins/rsa", dict(args), dict(args)) if rsa else None
-    [log] = inspect_eval(make(), model="openai-api/stub/stub", solver=solver,
-                         log_dir=str(tmp / "logs"), display="none", max_retries=0, epochs=1)
+    [log] = inspect_eval(make(), model="openai-api/stub/stub", model_base_url=stub.base_url,
+                         solver=solver, log_dir=str(tmp / "logs"), display="none", max_retries=0, epochs=1)
     assert log.status == "success", log.error
     return log, stub.log()
 

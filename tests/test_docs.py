@@ -368,6 +368,16 @@ def check_inspect(words: list[str]) -> None:
         rsa(**parse_cli_args(s_args))  # raises RSASolverError on a bad value
 
 
+def check_vllm_router(words: list[str]) -> None:
+    """vLLM's router parses the arguments with its own parser (the `dev` extra installs it)."""
+    from vllm_router.launch_router import parse_router_args
+
+    try:
+        parse_router_args(list(words))
+    except SystemExit as exc:
+        raise AssertionError(f"vllm-router {' '.join(words)}: rejected by its parser") from exc
+
+
 def check_script(words: list[str]) -> None:
     """A repository script exists; compare.py knows the benchmark."""
     script = words[0]
@@ -384,6 +394,7 @@ UNCHECKED = {
     "pip": "installs packages: its arguments are package names",
     "vllm": "vLLM's own CLI, which needs a GPU to start",
     "nvidia-smi": "a GPU tool",
+    "echo": "a shell built-in: nothing to parse",
 }
 
 
@@ -400,6 +411,8 @@ def parse_check(command: Command) -> None:
             check_lm_eval(words[1:])
         elif program == "inspect":
             check_inspect(words[1:])
+        elif program == "vllm-router":
+            check_vllm_router(words[1:])
         elif program in ("python", "python3", "bash") and words[1:2] and \
                 not words[1].startswith("-"):
             check_script(words[1:])
@@ -428,6 +441,7 @@ def test_the_parse_checks_catch_bad_commands() -> None:
         "inspect eval tasks/inspect/aime2025.py --solver rsa -S steps=0",
         "inspect eval tasks/inspect/no_such_task.py --solver rsa",
         "python integrations/reproduce/compare.py no_such_benchmark runs/x",
+        "vllm-router --port 8000 --policy no_such_policy",
         "frobnicate --all",  # a program nobody checks
     ]
     for text in bad:

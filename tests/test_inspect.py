@@ -420,7 +420,8 @@ def test_a_refused_key_stops_the_sample_at_once_with_one_line(tmp_path, monkeypa
         monkeypatch.setenv("STUB_BASE_URL", stub.base_url)
         monkeypatch.setenv("STUB_API_KEY", "sk-wrong")
         task = Task(dataset=[Sample(input="What is 2 + 2?", target="4")], scorer=includes())
-        [log] = eval(task, model="openai-api/stub/stub", log_dir=str(tmp_path), display="none",
+        [log] = eval(task, model="openai-api/stub/stub", model_base_url=stub.base_url,
+                     log_dir=str(tmp_path), display="none",
                      solver=rsa(population=4, aggregation_size=2, steps=3), fail_on_error=True)
         seen = stub.stats()
     assert log.status == "error"

@@ -49,8 +49,8 @@ def run(stub: FormatStub, tmp: Path, task: str, solver_args: dict[str, Any] | No
     stub.reset()
     solver = None if solver_args is None else \
         SolverSpec("rsa_plugins/rsa", dict(solver_args), dict(solver_args))
-    [log] = inspect_eval(f"{TASKS}@{task}", model="openai-api/stub/stub", solver=solver,
-                         log_dir=str(tmp / "logs"), display="none", max_retries=0)
+    [log] = inspect_eval(f"{TASKS}@{task}", model="openai-api/stub/stub", model_base_url=stub.base_url,
+                         solver=solver, log_dir=str(tmp / "logs"), display="none", max_retries=0)
     assert log.status == "success", log.error
     return log, stub.log()
 

@@ -64,8 +64,8 @@ class Instant(Engine):
                 self.calls += 1
                 h = _h(self.salt, req.seed, i)  # seeds differ per problem, step and slot
                 words = f"Weighing it up, the {WORDS[h % 16]} near the {WORDS[h // 16 % 16]} seems"
-                if self.free_text:  # a sentence of its own
-                    text = f"{words} to me the deciding point, as note {h % 100_000} suggests."
+                if self.free_text:  # a free-text answer of its own, on a marked last line
+                    text = f"{words} to me the deciding point.\nANSWER: note {h % 100_000} it is"
                 else:  # as long, with one of three boxed numbers
                     text = f"{words} to me the deciding point, so it is \\boxed{{{(42, 41, 7)[h % 3]}}}."
                 prompt_tokens = len(req.messages[-1]["content"]) // 4

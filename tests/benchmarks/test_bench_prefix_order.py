@@ -23,7 +23,8 @@ from rsa_plugins.bench import HeavyTail, synthetic_problems
 from rsa_plugins.config import RSAConfig
 from rsa_plugins.engines.vllm_base import _VLLMPrompts
 from rsa_plugins.loop import RSALoop
-from rsa_plugins.types import Completion
+from rsa_plugins.observers import Observer
+from rsa_plugins.types import Candidate, Completion, Problem
 
 BLOCK = 16
 
@@ -39,7 +40,6 @@ class TokenizerOnly(_VLLMPrompts):
         self._setup(tokenizer, 40960, None, None, None, None, None, None, None, lengths.forced)
         self.model_name = "simulated"
         self.seen: set[int] = set()
-        self.subsets: list[frozenset[int]] = []
 
     async def generate(self, requests):  # noqa: ANN001
         out = []
@@ -51,13 +51,23 @@ class TokenizerOnly(_VLLMPrompts):
                     self.cached_tokens += BLOCK
                 self.seen.add(key)
             self.prompt_tokens_sent += len(ids)
-            self.subsets.append(frozenset(c.slot for c in req.parents))
             n = self.sampling_hook(req)["max_tokens"]
             rng = random.Random(req.seed)
             toks = [rng.randrange(len(self.tokenizer)) for _ in range(n)]
             out.append([Completion(text=self.tokenizer.decode(toks), prompt_tokens=len(ids),
                                    completion_tokens=n)])
         return out
+
+
+class Parents(Observer):
+    """Records the parent slots of every aggregation, per problem and step."""
+
+    def __init__(self) -> None:
+        self.subsets: list[tuple[str, int, frozenset[int]]] = []
+
+    def generation(self, problem: Problem, cand: Candidate, restored: bool) -> None:
+        if cand.parents:
+            self.subsets.append((problem.id, cand.step, frozenset(cand.parents)))
 
 
 @pytest.mark.benchmark
@@ -71,11 +81,13 @@ def test_candidate_order_and_prefix_hits(smollm2_dir, show):
         engine = TokenizerOnly(tok, HeavyTail(192, 1.2, 8192))
         config = RSAConfig(population=16, aggregation_size=4, steps=4, max_tokens=8192,
                            tail_tokens=8192, lockstep=True, candidate_order=order)
-        results = asyncio.run(RSALoop(engine, config, progress=False).run(synthetic_problems(30)))
+        parents = Parents()
+        loop = RSALoop(engine, config, progress=False, observers=[parents])
+        results = asyncio.run(loop.run(synthetic_problems(30)))
         figures[order] = {"hit_rate": round(engine.prefix_hit_rate, 4),
                           "prompt_tokens": engine.prompt_tokens_sent,
                           "generated": sum(r.usage.completion_tokens for r in results)}
-        subsets[order] = sorted(engine.subsets, key=sorted)
+        subsets[order] = sorted(parents.subsets, key=lambda e: (e[0], e[1], sorted(e[2])))
     show("\nideal prefix-cache hit rate, drawn vs slot order:", json.dumps(figures))
     show(f"index / drawn hit rate: {figures['index']['hit_rate'] / figures['drawn']['hit_rate']:.3f}")
     assert subsets["drawn"] == subsets["index"]  # the same subsets, only their order differs

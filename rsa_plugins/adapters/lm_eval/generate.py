@@ -116,7 +116,7 @@ class RSAGenerateMixin:
             kw = req.args[1] if len(req.args) > 1 else {}
             key = (str(req.task_name), json.dumps(kw, sort_keys=True, default=str))
             groups.setdefault(key, _Group(key[0], dict(kw))).indices.append(i)
-        self._announce(requests)
+        self._warn_repeats(requests)
         outputs: list[str] = [""] * len(requests)
         failures: list[str] = []
         runs_of_task: Counter[str] = Counter()
@@ -128,8 +128,8 @@ class RSAGenerateMixin:
             Budget(plans[0][1], plans[0][2]).check_first_steps(sum(firsts, Cost()),
                                                                len(problems))
         progress = self.rsa.progress if self.rsa.progress is not None else not disable_tqdm
-        if progress or self.rsa.config.budgeted:  # the whole run's worst case, before any call
-            print(_whole(forecasts).line(self.rsa.config), file=sys.stderr, flush=True)
+        # the whole run's worst case (every task), before any call
+        print(_whole(forecasts).line(self.rsa.config), file=sys.stderr, flush=True)
         used = Cost()
         for n, (group, config, engine) in enumerate(plans):
             if config.budgeted:  # what earlier tasks used; later tasks' first steps held back
@@ -233,13 +233,10 @@ class RSAGenerateMixin:
                 "the trace record them)"))
         return sent
 
-    def _announce(self, requests: list[Any]) -> None:
-        """One line with the model calls the run makes; a warning for repeated documents."""
+    def _warn_repeats(self, requests: list[Any]) -> None:
+        """A warning for each task that repeats its documents (RSA runs on every repeat)."""
         cfg = self.rsa.config
         per_doc = Counter((str(r.task_name), r.doc_id) for r in requests)
-        logger.info("rsa: %d request(s) for %d document(s) x N=%d x T=%d = %d model calls",
-                    len(requests), len(per_doc), cfg.population, cfg.steps,
-                    len(requests) * cfg.generations_per_problem)
         repeats: dict[str, int] = {}
         for (task, _), n in per_doc.items():
             repeats[task] = max(repeats.get(task, 1), n)
