@@ -6,6 +6,7 @@ import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 
 def load_module(path: Path) -> ModuleType:
@@ -16,3 +17,10 @@ def load_module(path: Path) -> ModuleType:
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+def lm_eval_scores(results: dict[str, Any], task: str) -> dict[str, float]:
+    """A task's metrics in lm-eval's results (``"metric,filter" -> value``, no stderr)."""
+    row = results["results"][task]
+    return {k: float(v) for k, v in row.items()
+            if "," in k and "_stderr" not in k and isinstance(v, (int, float))}

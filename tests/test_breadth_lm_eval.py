@@ -21,6 +21,7 @@ import pytest
 
 from breadth_tasks import make_task, write_code_eval
 from format_stub import FormatStub
+from helpers import lm_eval_scores as scores
 from rsa_plugins.prompts import aggregation_stop
 from rsa_plugins.types import Problem
 
@@ -78,12 +79,6 @@ def evaluate(tmp, name: str, model: str, model_args: dict[str, Any],
         confirm_run_unsafe_code=True, **options)
     assert results is not None
     return results
-
-
-def scores(results: dict[str, Any], task: str) -> dict[str, float]:
-    row = results["results"][task]
-    return {k: float(v) for k, v in row.items()
-            if "," in k and "_stderr" not in k and isinstance(v, (int, float))}
 
 
 def generations(log: list[dict[str, Any]]) -> int:

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from format_stub import FormatStub
+from helpers import lm_eval_scores as scores
 from task_suites import Suite, make_suite
 
 K = 2
@@ -80,12 +81,6 @@ def evaluate(suite: Suite, model: str, model_args: dict[str, Any], options: dict
                                       task_manager=manager, **kwargs)
     assert results is not None
     return results
-
-
-def scores(results: dict[str, Any], task: str) -> dict[str, float]:
-    row = results["results"][task]
-    return {k: float(v) for k, v in row.items()
-            if "," in k and "_stderr" not in k and isinstance(v, (int, float))}
 
 
 def chat_key(body: dict[str, Any]) -> str:

@@ -8,7 +8,7 @@ machine load.  Printed: RSA wall time (twins excluded) / raw wall time (goal <= 
 RSA wall time / time inside its own generate calls (the pure orchestration cost).  Only behaviour is asserted (one call per step, the same
 token counts on both sides), never timings.
 
-    pytest tests/benchmarks/test_bench_vllm_engine.py -s      # or run this file with python
+    pytest -m slow tests/benchmarks/test_bench_vllm_engine.py -s   # or run this file with python
 """
 
 from __future__ import annotations
@@ -97,6 +97,7 @@ def bench(model_dir: str) -> dict:
 
 @pytest.mark.real
 @pytest.mark.benchmark
+@pytest.mark.slow
 def test_vllm_engine_overhead(smollm2_dir, show):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     out = subprocess.run([sys.executable, __file__, str(smollm2_dir)], env=env,

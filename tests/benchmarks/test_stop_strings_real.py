@@ -11,6 +11,8 @@ BBH "the answer is", Minerva "Final Answer", the short-answer tasks: an empty re
 talks about the candidates instead of answering).  Step 1 (plain sampling) is the baseline in
 the same run.  Rules: "every stop" (each step sends all of the task's stop strings, as before)
 and "aggregation rule" (`rsa_plugins.prompts.aggregation_stop`), where it differs.
+
+    pytest -m slow tests/benchmarks/test_stop_strings_real.py -s    # about 10 minutes on 2 cores
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from breadth_tasks import make_task
 from rsa_plugins.prompts import aggregation_stop
 from servers import VLLMServer
 
-pytestmark = [pytest.mark.real, pytest.mark.benchmark]
+pytestmark = [pytest.mark.real, pytest.mark.benchmark, pytest.mark.slow]
 
 N, K, T, DOCS, MAX_TOKENS = 4, 2, 2, 4, 160
 TASKS = {"nq_open": ("nq_open/nq_open.yaml", "qa"),
