@@ -33,6 +33,9 @@ _CACHE_LIMIT = 1 << 15
 _TEXT = re.compile(r"^\\text\{(.*)\}$")
 _WORD = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}")  # a word, not a LaTeX command's name
 _MATH_SIGN = re.compile(r"[\d\\^_=+\-*/<>()\[\]{}|!%]")
+#: an exponent of five or more digits ("1E1982279", "2^{50000}"): sympy would build the number
+#: (minutes for one comparison, which no budget can interrupt); "2^{2024}" still goes
+_HUGE_POWER = re.compile(r"(?:[eE]|\^|\*\*)\s*\{?\s*[+-]?\d{5,}")
 _MATH_NAMES = frozenset({"pi", "sqrt", "inf", "infty", "infinity", "sin", "cos", "tan", "cot",
                          "sec", "csc", "arcsin", "arccos", "arctan", "log", "ln", "exp", "mod",
                          "gcd", "lcm", "det", "max", "min"})
@@ -66,7 +69,7 @@ def _as_number(s: str) -> float | None:
 
 def _looks_mathematical(s: str) -> bool:
     """Numbers, LaTeX, short expressions (at most two plain words, e.g. units); not prose."""
-    if not s or len(s) > _MAX_MATH_CHARS:
+    if not s or len(s) > _MAX_MATH_CHARS or _HUGE_POWER.search(s):
         return False
     prose = names = 0
     for word in _WORD.finditer(s):

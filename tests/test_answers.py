@@ -115,6 +115,16 @@ def burn(seconds: float) -> None:
         pass
 
 
+def test_huge_powers_never_reach_math_verify(mv_calls):
+    """Seen in the README demo: sympy built 10**1982279 for one comparison (200 s, which no
+    budget can interrupt).  Exponents of five or more digits match by key only."""
+    answers = ["1E1982279", "1E1E1E13E", "6", "1982279", "2^{50000}", "2^{2024}", "2^{2024}"]
+    best, votes = vote(answers, "math")
+    assert votes["2^{2024}"] == 2 and best == 5
+    assert not any("E1982279" in t or "50000" in t for t in mv_calls["parse"])
+    assert "2^{2024}" in mv_calls["parse"]  # a year in the exponent still goes to math-verify
+
+
 def test_math_verify_work_per_answer_is_budgeted(monkeypatch):
     equivalence._reset_caches()
     equivalent("x^2", "x^3")  # warm math-verify up
