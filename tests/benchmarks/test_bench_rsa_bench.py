@@ -27,9 +27,9 @@ def test_rsa_bench_modes_do_the_same_token_work(smollm2_dir, tmp_path, show):
     out, saved, other = tmp_path / "bench.json", tmp_path / "lockstep.json.gz", tmp_path / "b.json"
     # float32: CPUs without native bfloat16 (CI's) emulate it, about 5x slower here
     common = ["--model", str(smollm2_dir), "--load-format", "dummy", "--dtype", "float32",
-              "--problems", "2", "-N",
-              "4", "-K", "2", "-T", "2", "--max-tokens", "32", "--median", "16", "--sigma", "1",
-              "--max-model-len", "2048", "--enforce-eager", "--out", str(out)]
+              "--problems", "2", "-N", "4", "-K", "2", "-T", "2", "--max-tokens", "32",
+              "--median", "16", "--sigma", "1", "--max-model-len", "2048", "--enforce-eager",
+              "--out", str(out)]
     code = ("import os, sys\nfrom rsa_plugins.embedded import cpu_env\nos.environ.update(cpu_env())\n"
             "from rsa_plugins.cli import main\nsys.exit(main(sys.argv[1:]))\n")
     # bound, first in its invocation (a process of its own), replays lockstep's saved requests
