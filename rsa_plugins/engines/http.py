@@ -1,18 +1,18 @@
 """The direct transport of `LiteLLMEngine`: an OpenAI-compatible server over plain HTTP.
 
-One aiohttp session per event loop; chat completions posted as JSON; and vLLM's extras where
-the server has them: its context length from ``/v1/models`` and exact prompt counts from
+Keep-alive connections per event loop (`wire.Client`); chat completions posted as JSON; and
+vLLM's extras where the server has them: its context length from ``/v1/models`` and exact prompt counts from
 ``/tokenize`` (chat template and prefill included).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
 from ..types import Completion, Request
 from .errors import EmptyCompletion, HTTPStatusError
+from .wire import Client
 
 #: request fields that configure LiteLLM, not the server
 _CLIENT_FIELDS = ("timeout", "caching", "num_retries", "api_base", "api_key")
@@ -26,27 +26,15 @@ class OpenAIServer:
                  timeout: float) -> None:
         self.base, self.model, self.key = base.rstrip("/"), model, key
         self.concurrency, self.timeout = concurrency, timeout
-        self._sessions: dict[int, Any] = {}
+        self._client = Client(self.base, {"Authorization": f"Bearer {key}"} if key else None)
+        self._root = Client(self.base.removesuffix("/v1"), self._client.headers)
         self._tokenize: bool | None = None  # whether the server has vLLM's /tokenize
-
-    def _session(self) -> Any:
-        import aiohttp
-
-        loop_id = id(asyncio.get_running_loop())
-        session = self._sessions.get(loop_id)
-        if session is None or session.closed:
-            session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.concurrency),
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-                headers={"Authorization": f"Bearer {self.key}"} if self.key else None)
-            self._sessions[loop_id] = session
-        return session
 
     async def context_length(self) -> int | None:
         """The served model's ``max_model_len`` when the server reports it (vLLM does)."""
         try:
-            async with self._session().get(f"{self.base}/models", timeout=10) as resp:
-                models = (await resp.json()).get("data", []) if resp.status == 200 else []
+            resp = await self._client.request("GET", "/models", timeout=10)
+            models = resp.json().get("data", []) if resp.status == 200 else []
         except Exception:  # noqa: BLE001 - an unreachable server shows up on the first call
             return None
         for m in models:
@@ -62,33 +50,30 @@ class OpenAIServer:
         body = {"model": self.model, "messages": request.messages,
                 "add_generation_prompt": not prefill, "continue_final_message": prefill}
         try:
-            async with self._session().post(self.base.removesuffix("/v1") + "/tokenize",
-                                            json=body) as resp:
-                if resp.status == 200:
-                    self._tokenize = True
-                    return int((await resp.json())["count"])
-                if resp.status in (404, 405):
-                    self._tokenize = False
+            resp = await self._root.request("POST", "/tokenize", body, self.timeout)
+            if resp.status == 200:
+                self._tokenize = True
+                return int(resp.json()["count"])
+            if resp.status in (404, 405):
+                self._tokenize = False
         except Exception:  # noqa: BLE001 - the caller falls back to an estimate
             pass
         return None
 
     async def complete(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """One chat completion; returns the decoded JSON body (bytes straight to json.loads:
-        no text decoding, no charset detection)."""
+        """One chat completion; returns the decoded JSON body."""
         body = {k: v for k, v in kwargs.items() if k not in _CLIENT_FIELDS}
         body["model"] = self.model
         extra = body.pop("extra_body", None)
         if extra:
             body.update(extra)
         headers = body.pop("extra_headers", None)
-        async with self._session().post(f"{self.base}/chat/completions", json=body,
-                                        headers=headers) as resp:
-            raw = await resp.read()
-            if resp.status >= 400:
-                raise HTTPStatusError(resp.status, raw.decode("utf-8", "replace"), resp.headers)
+        resp = await self._client.request("POST", "/chat/completions", body, self.timeout,
+                                          headers)
+        if resp.status >= 400:
+            raise HTTPStatusError(resp.status, resp.body.decode("utf-8", "replace"), resp.headers)
         try:
-            decoded = json.loads(raw)
+            decoded = json.loads(resp.body)
         except ValueError as exc:
             raise EmptyCompletion(f"malformed response body: {exc}") from None
         if not isinstance(decoded, dict):
@@ -96,11 +81,9 @@ class OpenAIServer:
         return decoded
 
     async def aclose(self) -> None:
-        """Close the sessions (they reopen on the next call)."""
-        for session in self._sessions.values():
-            if not session.closed:
-                await session.close()
-        self._sessions.clear()
+        """Close the idle connections (they reopen on the next call)."""
+        await self._client.aclose()
+        await self._root.aclose()
 
 
 def parse_choices(response: Any, n: int) -> list[Completion]:

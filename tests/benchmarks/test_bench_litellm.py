@@ -6,7 +6,8 @@ is the client-side cost of RSA's scheduling plus the transport: the direct HTTP 
 (``direct``), a LiteLLM Router over the direct transport (``router``, one deployment: the same
 server) and ``litellm.acompletion`` (``litellm``).  Rounds alternate the clients, so drift on a
 noisy machine hits all alike; it prints each client's throughput over the raw client's, the
-median of the rounds (``direct/raw``, ``router/raw``: goals 0.9 and 0.5).  It asserts
+median of the rounds (``direct/raw``, ``router/raw``: goals 0.9 and 0.5), and each client's
+CPU time per generation in this process (``*_cpu_us``: the stub runs elsewhere).  It asserts
 behaviour only (the same work done on every side).
 
     pytest tests/benchmarks/test_bench_litellm.py -s          # or: python tests/benchmarks/...
@@ -21,6 +22,8 @@ import statistics
 import time
 import tracemalloc
 from collections.abc import Sequence
+
+import pytest
 
 from openai_stub import StubServer
 from rsa_plugins import RSALoop, Problem, RSAConfig
@@ -90,6 +93,7 @@ def measure_throughput(clients: Sequence[str] = ("direct", "router"), n_problems
                     concurrency=CONCURRENCY)
     want = n_problems * population * steps
     times: dict[str, list[float]] = {c: [] for c in (*clients, "raw")}
+    cpu: dict[str, list[float]] = {c: [] for c in (*clients, "raw")}
     with StubServer() as stub:
         bodies: list[dict] = []
         for r in range(rounds + 1):  # round 0 warms clients, caches and imports up
@@ -97,21 +101,25 @@ def measure_throughput(clients: Sequence[str] = ("direct", "router"), n_problems
                 eng = _engine(client, stub.base_url)
                 assert eng.describe()["transport"] == {"direct": "http", "router": "router-http",
                                                        "litellm": "litellm"}[client]
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 results = run_sync(RSALoop(eng, cfg, progress=False).run(problems(n_problems)))
-                wall = time.perf_counter() - t0
+                wall, used = time.perf_counter() - t0, time.process_time() - c0
                 run_sync(eng.aclose())
                 assert sum(r.usage.calls - r.usage.failed for r in results) == want
                 if r:
                     times[client].append(wall)
+                    cpu[client].append(used)
                 bodies = eng.bodies()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             got = asyncio.run(raw_client(stub.base_url, bodies, CONCURRENCY))
             if r:
                 times["raw"].append(time.perf_counter() - t0)
+                cpu["raw"].append(time.process_time() - c0)
             assert got == want
     out: dict[str, float] = {"generations": want, "rounds": rounds,
                              "raw_gen_per_s": want / statistics.median(times["raw"])}
+    for client, used in cpu.items():
+        out[f"{client}_cpu_us"] = statistics.median(used) / want * 1e6
     for client in clients:
         ratios = [raw / mine for raw, mine in zip(times["raw"], times[client])]
         out[f"{client}_gen_per_s"] = want / statistics.median(times[client])
@@ -151,6 +159,7 @@ def test_rsa_direct_and_router_vs_raw_http(show):
     assert fig["generations"] == 32 * 8 * 4 and fig["direct/raw"] > 0 and fig["router/raw"] > 0
 
 
+@pytest.mark.slow  # a figure of the docs; the direct and Router figures above run by default
 def test_rsa_over_litellm_acompletion_vs_raw_http(show):
     fig = measure_throughput(("litellm",), rounds=2)
     show(f"\nRSA through litellm.acompletion vs raw aiohttp, concurrency {CONCURRENCY}")
