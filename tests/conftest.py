@@ -16,15 +16,45 @@ import pytest  # noqa: E402
 from servers import VLLMServer  # noqa: E402  (tests/ is on pytest's pythonpath)
 
 
+#: set in pytest-xdist's workers, whose terminal output nobody sees
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+
+
 @pytest.fixture
-def show(capsys: pytest.CaptureFixture[str]) -> Callable[..., None]:
+def show(request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]) -> Callable[..., None]:
     """Print straight to the terminal (also in CI logs, where pytest would otherwise capture
-    it): benchmarks and timed real-model runs print their figures with it."""
+    it): benchmarks and timed real-model runs print their figures with it.  In an xdist worker
+    the text travels with the test's report and the main process prints it."""
     def _print(*args: object) -> None:
+        if WORKER:
+            request.node.user_properties.append(("shown", " ".join(map(str, args))))
+            return
         with capsys.disabled():
             print(*args, flush=True)
 
     return _print
+
+
+_CONFIG: pytest.Config | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _CONFIG
+    _CONFIG = config
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Real-model files first: they take minutes, so a parallel run (``-n 2 --dist loadfile``)
+    starts them early and fills the end with the quick files."""
+    items.sort(key=lambda item: item.get_closest_marker("real") is None)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """In the main process of a parallel run: what a test printed with `show`, after it ends."""
+    shown = [text for key, text in report.user_properties if key == "shown"]
+    terminal = _CONFIG.pluginmanager.get_plugin("terminalreporter") if _CONFIG else None
+    if report.when == "teardown" and shown and not WORKER and terminal is not None:
+        terminal.write_line(f"\n[{report.nodeid}]" + "".join(f"\n{text}" for text in shown))
 
 
 @pytest.hookimpl(hookwrapper=True)

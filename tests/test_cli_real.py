@@ -119,6 +119,7 @@ def test_interrupted_eval_reports_finished_steps_and_resumes(vllm_server, tmp_pa
     assert len(events(trace, "run")) == 2
 
 
+@pytest.mark.slow  # the README command below runs the same engine, larger, by default
 def test_embedded_default_runs_in_process(smollm2_dir: Path, tmp_path: Path) -> None:
     """No --model: SmolLM2 on in-process vLLM (the README's first command, smaller)."""
     out = tmp_path / "emb"

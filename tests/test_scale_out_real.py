@@ -111,6 +111,7 @@ def _served(port: int) -> float:
                re.finditer(r"^vllm:request_success_total\{[^}]*\} ([0-9.e+]+)$", text, re.M))
 
 
+@pytest.mark.slow  # two vLLM servers, minutes on 2 cores: `pytest -m slow -n 0`
 def test_router_over_two_vllm_servers_balances_rsa_requests(smollm2_dir, tmp_path):
     problems, n, k, t = 4, 4, 2, 2
     servers = [VLLMServer(smollm2_dir, "smollm2", log_path=tmp_path / f"server{i}.log",
@@ -161,6 +162,7 @@ def test_router_config_expands_the_environment(monkeypatch):
     assert config["router_settings"]["routing_strategy"] == "least-busy"
 
 
+@pytest.mark.slow  # two vLLM servers, minutes on 2 cores: `pytest -m slow -n 0`
 def test_vllm_serve_data_parallel_across_two_nodes_behind_one_endpoint(smollm2_dir, tmp_path):
     """docs/scale-out.md's multi-node recipe with both "nodes" on this host (one CPU core each)."""
     from servers import free_port, wait_http

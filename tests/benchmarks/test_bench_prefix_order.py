@@ -71,6 +71,7 @@ class Parents(Observer):
 
 
 @pytest.mark.benchmark
+@pytest.mark.slow  # a figure of the docs: tokenises 2.9 M prompt tokens
 def test_candidate_order_and_prefix_hits(smollm2_dir, show):
     from transformers import AutoTokenizer
 

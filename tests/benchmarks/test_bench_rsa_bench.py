@@ -17,7 +17,8 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.real
+# every mode of `rsa bench` on the real model: minutes on 2 cores, run with `pytest -m slow -n 0`
+pytestmark = [pytest.mark.real, pytest.mark.slow]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
 
 
