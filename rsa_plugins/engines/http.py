@@ -1,8 +1,8 @@
 """The direct transport of `LiteLLMEngine`: an OpenAI-compatible server over plain HTTP.
 
 Keep-alive connections per event loop (`wire.Client`); chat completions posted as JSON; and
-vLLM's extras where the server has them: its context length from ``/v1/models`` and exact prompt counts from
-``/tokenize`` (chat template and prefill included).
+vLLM's extras where the server has them: its context length from ``/v1/models`` and exact
+prompt counts from ``/tokenize`` (chat template and prefill included).
 """
 
 from __future__ import annotations
@@ -22,18 +22,18 @@ class OpenAIServer:
     """`base` is the server's OpenAI base URL (``http://host:port/v1``), `model` the name it
     serves, `key` its API key (if any)."""
 
-    def __init__(self, base: str, model: str, key: str | None, concurrency: int,
-                 timeout: float) -> None:
-        self.base, self.model, self.key = base.rstrip("/"), model, key
-        self.concurrency, self.timeout = concurrency, timeout
-        self._client = Client(self.base, {"Authorization": f"Bearer {key}"} if key else None)
-        self._root = Client(self.base.removesuffix("/v1"), self._client.headers)
+    def __init__(self, base: str, model: str, key: str | None, timeout: float) -> None:
+        self.base, self.model, self.key, self.timeout = base.rstrip("/"), model, key, timeout
+        # one connection pool for the OpenAI routes (under /v1) and vLLM's /tokenize (beside it)
+        root = self.base.removesuffix("/v1")
+        self._v1 = self.base[len(root):]
+        self._client = Client(root, {"Authorization": f"Bearer {key}"} if key else None)
         self._tokenize: bool | None = None  # whether the server has vLLM's /tokenize
 
     async def context_length(self) -> int | None:
         """The served model's ``max_model_len`` when the server reports it (vLLM does)."""
         try:
-            resp = await self._client.request("GET", "/models", timeout=10)
+            resp = await self._client.request("GET", f"{self._v1}/models", timeout=10)
             models = resp.json().get("data", []) if resp.status == 200 else []
         except Exception:  # noqa: BLE001 - an unreachable server shows up on the first call
             return None
@@ -50,7 +50,7 @@ class OpenAIServer:
         body = {"model": self.model, "messages": request.messages,
                 "add_generation_prompt": not prefill, "continue_final_message": prefill}
         try:
-            resp = await self._root.request("POST", "/tokenize", body, self.timeout)
+            resp = await self._client.request("POST", "/tokenize", body, self.timeout)
             if resp.status == 200:
                 self._tokenize = True
                 return int(resp.json()["count"])
@@ -68,8 +68,8 @@ class OpenAIServer:
         if extra:
             body.update(extra)
         headers = body.pop("extra_headers", None)
-        resp = await self._client.request("POST", "/chat/completions", body, self.timeout,
-                                          headers)
+        resp = await self._client.request("POST", f"{self._v1}/chat/completions", body,
+                                          self.timeout, headers)
         if resp.status >= 400:
             raise HTTPStatusError(resp.status, resp.body.decode("utf-8", "replace"), resp.headers)
         try:
@@ -83,7 +83,6 @@ class OpenAIServer:
     async def aclose(self) -> None:
         """Close the idle connections (they reopen on the next call)."""
         await self._client.aclose()
-        await self._root.aclose()
 
 
 def parse_choices(response: Any, n: int) -> list[Completion]:

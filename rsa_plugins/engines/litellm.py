@@ -106,8 +106,8 @@ class LiteLLMEngine(Engine):
         if transport == "litellm" or (transport == "auto" and user_callbacks()):
             return None
         if self.router is not None:
-            direct = RouterTransport.create(self.router, self.model, self.concurrency,
-                                            self.timeout, OPENAI_COMPATIBLE)
+            direct = RouterTransport.create(self.router, self.model, self.timeout,
+                                            OPENAI_COMPATIBLE)
             if direct is None and transport == "http":
                 raise ValueError("transport='http' with a router needs a LiteLLM Router with "
                                  "select() and health() and a model group of OpenAI-compatible "
@@ -122,7 +122,7 @@ class LiteLLMEngine(Engine):
             raise ValueError("transport='http' needs an OpenAI-compatible model with api_base")
         if not usable:
             return None
-        return OpenAIServer(base, name, self._api_key or key, self.concurrency, self.timeout)
+        return OpenAIServer(base, name, self._api_key or key, self.timeout)
 
     def openai_server(self) -> tuple[str, str, str | None] | None:
         """(base URL, served model name, API key) of the OpenAI-compatible server this engine

@@ -49,7 +49,7 @@ class RouterTransport:
         self.cooldowns = 0
 
     @classmethod
-    def create(cls, router: Any, group: str, concurrency: int, timeout: float,
+    def create(cls, router: Any, group: str, timeout: float,
                compatible: set[str]) -> RouterTransport | None:
         """The transport for `group`, or None where this Router or group cannot go direct."""
         import litellm
@@ -75,8 +75,7 @@ class RouterTransport:
             ident = (d.get("model_info") or {}).get("id")
             if provider not in compatible or not base or not ident:
                 return None
-            servers[str(ident)] = OpenAIServer(base, name, params.get("api_key") or key,
-                                               concurrency, timeout)
+            servers[str(ident)] = OpenAIServer(base, name, params.get("api_key") or key, timeout)
         return cls(router, group, servers) if servers else None
 
     async def _allowed(self) -> list[int]:
